@@ -1,0 +1,36 @@
+"""The wire contract of Ballast: message models, subject names, error codes, JSON Schema.
+
+This package imports nothing else of Ballast, so any service (or a client that
+only publishes tasks) can depend on it alone.
+"""
+
+from contracts.dead_letter import DeadLetter
+from contracts.errors import ContractError, ErrorCode, ErrorInfo, InvalidNameError
+from contracts.principal import Principal
+from contracts.subjects import STREAM_SUBJECTS, Header, Stream
+from contracts.tasks import ParentRef, TaskRequest, TaskResult, TaskStatus
+from contracts.tools import ToolCall, ToolResult, ToolStatus
+from contracts.wire import SCHEMA_VERSION, WireModel, new_id, utc_now
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "STREAM_SUBJECTS",
+    "ContractError",
+    "DeadLetter",
+    "ErrorCode",
+    "ErrorInfo",
+    "Header",
+    "InvalidNameError",
+    "ParentRef",
+    "Principal",
+    "Stream",
+    "TaskRequest",
+    "TaskResult",
+    "TaskStatus",
+    "ToolCall",
+    "ToolResult",
+    "ToolStatus",
+    "WireModel",
+    "new_id",
+    "utc_now",
+]

@@ -1,0 +1,117 @@
+"""The database a service keeps its outbox, inbox and own data in: SQLite or PostgreSQL.
+
+SQLite is the zero-setup default. It allows one writer at a time, so a
+service's engine holds a single connection (sessions queue for it in order,
+instead of polling a file lock) and every transaction starts with
+``BEGIN IMMEDIATE`` so that a second process on the same file waits instead of
+failing half-way with "database is locked". PostgreSQL gets a normal pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, make_url
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlmodel import SQLModel
+
+# Importing the tables registers them in SQLModel's metadata.
+from outbox import tables as _tables  # noqa: F401
+from outbox.errors import DatabaseError
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+"""How long a SQLite transaction waits for another process's write lock."""
+
+
+def sqlite_url(path: Path) -> str:
+    """The async SQLAlchemy URL of a SQLite file."""
+    return f"sqlite+aiosqlite:///{path}"
+
+
+class Database:
+    """An async engine plus the hooks that run after each commit.
+
+    Commit hooks let the relay of the same process publish new outbox rows at
+    once instead of waiting for its next sweep.
+    """
+
+    def __init__(self, url: str | URL, *, pool_size: int = 10, echo: bool = False) -> None:
+        self.url = make_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self.engine: AsyncEngine = _create_engine(self.url, pool_size=pool_size, echo=echo)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._commit_hooks: list[Callable[[], None]] = []
+
+    def on_commit(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` after every committed unit of work that wrote outbox rows."""
+        self._commit_hooks.append(hook)
+
+    def notify_committed(self) -> None:
+        """Run the commit hooks (called by `UnitOfWork`)."""
+        for hook in self._commit_hooks:
+            hook()
+
+    async def create_tables(self) -> None:
+        """Create Ballast's tables (and any other registered SQLModel tables) if missing."""
+        try:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(SQLModel.metadata.create_all)
+        except OSError as exc:  # pragma: no cover - depends on the environment
+            raise DatabaseError(f"cannot reach the database at {self.safe_url}: {exc}") from exc
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with its password hidden, for messages and logs."""
+        return self.url.render_as_string(hide_password=True)
+
+    def session(self) -> AsyncSession:
+        """A new session; prefer `UnitOfWork`, which also writes outbox rows."""
+        return self.sessions()
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+def _create_engine(url: URL, *, pool_size: int, echo: bool) -> AsyncEngine:
+    if url.get_backend_name() != "sqlite":
+        return create_async_engine(
+            url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        )
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(
+        url,
+        echo=echo,
+        pool_size=1,
+        max_overflow=0,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S},
+    )
+    event.listen(engine.sync_engine, "connect", _configure_sqlite)
+    event.listen(engine.sync_engine, "begin", _begin_immediate)
+    return engine
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # Let SQLAlchemy, not the driver, decide when a transaction begins (see _begin_immediate).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers work during a write; synchronous=FULL makes a commit durable
+    # on power loss, which an outbox promises.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+    cursor.close()
+
+
+def _begin_immediate(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,45 @@
+"""Exceptions raised by ``outbox``.
+
+::
+
+    OutboxError
+    ├── DatabaseError               the database failed or is unreachable (retryable)
+    │   └── SchemaError             the schema is missing or out of date (not retryable)
+    ├── AlreadyProcessedError       the inbox already holds this message (not an error for callers
+    │                               that ack: the effect happened exactly once)
+    └── PublishError                the broker did not confirm a publish (retryable)
+"""
+
+from __future__ import annotations
+
+
+class OutboxError(Exception):
+    """Root of the exceptions raised by ``outbox``."""
+
+    retryable: bool = True
+    """Whether trying the same operation again may succeed."""
+
+
+class DatabaseError(OutboxError):
+    """The database failed or could not be reached; the transaction was rolled back."""
+
+
+class SchemaError(DatabaseError):
+    """The tables are missing or do not match this version of Ballast."""
+
+    retryable = False
+
+
+class AlreadyProcessedError(OutboxError):
+    """Another delivery of the same message committed first; this one changed nothing."""
+
+    retryable = False
+
+    def __init__(self, consumer: str, key: str) -> None:
+        super().__init__(f"{consumer} already processed {key}; this delivery was rolled back")
+        self.consumer = consumer
+        self.key = key
+
+
+class PublishError(OutboxError):
+    """The broker did not acknowledge a publish; the row stays unsent and is tried again."""

@@ -1,0 +1,75 @@
+"""The tables Ballast keeps beside a service's own data.
+
+- ``ballast_outbox``: messages waiting to be published; written in the same
+  transaction as the change that caused them, relayed to the broker afterwards.
+- ``ballast_inbox``: messages a consumer has processed, written in the same
+  transaction as the consumer's effect, so a redelivery (even after the broker's
+  deduplication window) changes nothing.
+- ``ballast_delivery_failure``: failed attempts per consumer and message, so a
+  dead letter can say when the trouble started, whichever replica saw it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, LargeBinary, String, Text, text
+from sqlmodel import Field, SQLModel
+
+from outbox.columns import UtcDateTime
+
+
+class OutboxMessage(SQLModel, table=True):
+    """A message to publish once its transaction has committed."""
+
+    __tablename__ = "ballast_outbox"
+    __table_args__ = (
+        # The relay only ever looks for unsent rows, oldest first; a partial index keeps
+        # that query fast however many sent rows pile up before retention prunes them.
+        Index(
+            "ix_ballast_outbox_unsent",
+            "id",
+            postgresql_where=text("sent_at IS NULL"),
+            sqlite_where=text("sent_at IS NULL"),
+        ),
+    )
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(
+            BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+        ),
+    )
+    message_id: str = Field(sa_column=Column(String(200), nullable=False, index=True))
+    subject: str = Field(sa_column=Column(String(255), nullable=False))
+    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    headers: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    sent_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime, nullable=True))
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class InboxEntry(SQLModel, table=True):
+    """Proof that ``consumer`` processed the message with idempotency key ``key``."""
+
+    __tablename__ = "ballast_inbox"
+
+    consumer: str = Field(sa_column=Column(String(200), primary_key=True))
+    key: str = Field(sa_column=Column(String(200), primary_key=True))
+    processed_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    result: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
+class DeliveryFailure(SQLModel, table=True):
+    """The failed attempts of one message at one consumer."""
+
+    __tablename__ = "ballast_delivery_failure"
+
+    consumer: str = Field(sa_column=Column(String(200), primary_key=True))
+    key: str = Field(sa_column=Column(String(200), primary_key=True))
+    attempts: int = Field(sa_column=Column(Integer, nullable=False))
+    first_failure_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    last_failure_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    last_error: str = Field(sa_column=Column(Text, nullable=False))

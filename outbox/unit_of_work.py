@@ -1,0 +1,134 @@
+"""One transaction for a service's own writes, its outgoing messages and its inbox.
+
+Either everything a handler did commits together (its rows, the messages it
+wants published, the proof that it processed its input) or nothing does. The
+relay publishes the messages only after the commit, so a rolled-back
+transaction never reaches the broker.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, Self
+
+from pydantic import BaseModel
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import select
+
+from contracts.wire import new_id, utc_now
+from outbox.database import Database
+from outbox.errors import AlreadyProcessedError, DatabaseError
+from outbox.tables import InboxEntry, OutboxMessage
+
+
+class UnitOfWork:
+    """Use as ``async with UnitOfWork(db) as uow:``; commits on a clean exit, else rolls back.
+
+    ``uow.session`` is the SQLAlchemy session for the service's own writes. Its
+    connection is taken at the first statement, so slow work done before that
+    does not hold the database (this matters on SQLite, which has one writer).
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._session: AsyncSession | None = None
+        self._outgoing: list[dict[str, Any]] = []
+        self._inbox: list[dict[str, Any]] = []
+        self._done = False
+
+    @property
+    def session(self) -> AsyncSession:
+        """The transaction's session, for the service's own rows."""
+        if self._session is None:
+            raise RuntimeError("use the unit of work inside 'async with'")
+        return self._session
+
+    async def __aenter__(self) -> Self:
+        self._session = self._db.session()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if exc is None and not self._done:
+                await self.commit()
+        finally:
+            await self.session.close()  # rolls back whatever was not committed
+
+    def publish(
+        self,
+        subject: str,
+        payload: bytes | BaseModel,
+        *,
+        message_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> str:
+        """Stage a message to publish after commit; return its id (its ``Nats-Msg-Id``).
+
+        Give a deterministic ``message_id`` when the same logical message could
+        be written twice (a retried handler): the broker then keeps one copy.
+        """
+        data = payload.model_dump_json().encode() if isinstance(payload, BaseModel) else payload
+        mid = message_id or new_id()
+        self._outgoing.append(
+            {
+                "message_id": mid,
+                "subject": subject,
+                "payload": data,
+                "headers": dict(headers or {}),
+                "created_at": utc_now(),
+                "attempts": 0,
+            }
+        )
+        return mid
+
+    async def processed(self, consumer: str, key: str) -> InboxEntry | None:
+        """The inbox entry if ``consumer`` already processed ``key``, else None."""
+        try:
+            row = await self.session.execute(
+                select(InboxEntry).where(InboxEntry.consumer == consumer, InboxEntry.key == key)
+            )
+        except sa_exc.SQLAlchemyError as exc:
+            raise DatabaseError(f"reading the inbox failed: {exc}") from exc
+        return row.scalar_one_or_none()
+
+    def mark_processed(self, consumer: str, key: str, result: bytes | None = None) -> None:
+        """Record that ``consumer`` processed ``key``; committed with everything else."""
+        self._inbox.append(
+            {"consumer": consumer, "key": key, "processed_at": utc_now(), "result": result}
+        )
+
+    async def commit(self) -> None:
+        """Write staged inbox entries and messages, then commit.
+
+        Raises `AlreadyProcessedError` if another delivery of an input marked
+        processed here committed first; nothing of this transaction is kept then.
+        """
+        if self._done:
+            raise RuntimeError("this unit of work has already committed")
+        session = self.session
+        try:
+            if self._inbox:
+                try:
+                    await session.execute(insert(InboxEntry), self._inbox)
+                except sa_exc.IntegrityError as exc:
+                    first = self._inbox[0]
+                    raise AlreadyProcessedError(first["consumer"], first["key"]) from exc
+            if self._outgoing:
+                await session.execute(insert(OutboxMessage), self._outgoing)
+            await session.commit()
+        except AlreadyProcessedError:
+            await session.rollback()
+            raise
+        except (sa_exc.OperationalError, sa_exc.InterfaceError, OSError) as exc:
+            await session.rollback()
+            raise DatabaseError(f"commit failed on {self._db.safe_url}: {exc}") from exc
+        self._done = True
+        if self._outgoing:
+            self._db.notify_committed()

@@ -1,0 +1,156 @@
+"""The ``ballast`` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import JsonValue
+
+from contracts.principal import Principal
+from contracts.schema_export import SCHEMA_DIR, export_schemas, stale_schemas
+from contracts.tasks import TaskRequest, TaskStatus
+from contracts.wire import new_id
+from services.cli import dlq
+from services.cli.common import console, fail, load_settings, run, until_stopped
+from services.cli.status import status
+from services.client import BallastClient
+from services.host import ServiceHost
+from services.loader import load_services
+from services.stack import local_stack, nats_url_for_tools
+
+DEMO_APP = "services.examples.support:app"
+
+app = typer.Typer(
+    name="ballast",
+    help="Run LLM agents and tools as services on NATS JetStream.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(dlq.app, name="dlq")
+schema_app = typer.Typer(help="The JSON Schema files of the wire contract.")
+app.add_typer(schema_app, name="schema")
+app.command()(status)
+
+
+@app.command()
+def demo() -> None:
+    """Run the demo once: embedded NATS + SQLite, one task through two agents and two tools."""
+    from services.demo import run_demo
+
+    result = run(run_demo(load_settings(), console))
+    if result.status is not TaskStatus.COMPLETED:
+        raise typer.Exit(1)
+
+
+@app.command()
+def up(
+    target: Annotated[str, typer.Argument(help="MODULE:OBJECT of the app to run.")] = DEMO_APP,
+) -> None:
+    """Run every service of an app in one process, with an embedded broker if none is configured."""
+    name, specs = load_services(target)
+    settings = load_settings()
+
+    async def main() -> None:
+        async with local_stack(settings) as stack, ServiceHost(stack, specs, name=name):
+            console.print(
+                f"[bold]{name}[/] up on {stack.nats_url}: "
+                + ", ".join(s.service for s in specs)
+                + "  (Ctrl-C to stop)"
+            )
+            await until_stopped()
+
+    run(main())
+
+
+@app.command("run")
+def run_service(
+    target: Annotated[
+        str, typer.Argument(help="MODULE:OBJECT: one agent or tool (or an app) to serve.")
+    ],
+) -> None:
+    """Run one service as deployed, on BALLAST_NATS_URL (or the local 'ballast up')."""
+    name, specs = load_services(target)
+    settings = load_settings()
+
+    async def main() -> None:
+        stack = settings.model_copy(update={"nats_url": nats_url_for_tools(settings)})
+        async with ServiceHost(stack, specs, name=name):
+            await until_stopped()
+
+    run(main())
+
+
+def _read_input(value: str) -> dict[str, JsonValue]:
+    text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(f"the task input is not JSON: {exc}", code=2)
+    if not isinstance(data, dict):
+        fail("the task input must be a JSON object", code=2)
+    return data
+
+
+@app.command()
+def publish(
+    agent: Annotated[str, typer.Argument(help="The agent to run, e.g. triage.")],
+    task_input: Annotated[
+        str, typer.Argument(metavar="JSON|@FILE", help="The task input: a JSON object or @file.")
+    ],
+    wait: Annotated[bool, typer.Option(help="Wait for the result and print it.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 60.0,
+    task_id: Annotated[str | None, typer.Option(help="Idempotency key; random if omitted.")] = None,
+    user: Annotated[str, typer.Option(help="Principal: user id.")] = "cli",
+    tenant: Annotated[str, typer.Option(help="Principal: tenant.")] = "default",
+    scope: Annotated[
+        list[str] | None, typer.Option(help="Principal: a scope (repeatable).")
+    ] = None,
+) -> None:
+    """Publish a task to ballast.task.AGENT; with --wait, print how it ended."""
+    data = _read_input(task_input)
+    settings = load_settings()
+    task = TaskRequest(
+        agent=agent,
+        input=data,
+        principal=Principal(user_id=user, tenant=tenant, scopes=tuple(scope or ())),
+        task_id=task_id or new_id(),
+    )
+
+    async def main() -> TaskStatus | None:
+        async with BallastClient(nats_url_for_tools(settings)) as client:
+            fresh = await client.submit(task)
+            console.print(f"task {task.task_id} {'published' if fresh else 'already published'}")
+            if not wait:
+                return None
+            result = await client.wait(task.task_id, timeout_s=timeout)
+            console.print_json(result.model_dump_json())
+            return result.status
+
+    status_ = run(main())
+    if status_ is not None and status_ is not TaskStatus.COMPLETED:
+        raise typer.Exit(1)
+
+
+@schema_app.command("export")
+def schema_export(
+    check: Annotated[
+        bool, typer.Option(help="Only check that the committed files are current.")
+    ] = False,
+) -> None:
+    """Write the JSON Schema of every wire message to contracts/schemas/."""
+    if check:
+        stale = stale_schemas()
+        if stale:
+            fail(f"out of date: {', '.join(stale)}; run 'ballast schema export'")
+        console.print(f"schemas in {SCHEMA_DIR} are current")
+        return
+    for path in export_schemas():
+        console.print(f"wrote {path}")
+
+
+def main() -> None:
+    """Entry point of the ``ballast`` console script."""
+    app()

@@ -1,0 +1,55 @@
+"""What every command shares: settings, logging, running a coroutine, reporting errors."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Coroutine
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from contracts.errors import ContractError
+from outbox.errors import OutboxError
+from services.errors import BallastError
+from services.logging import configure_logging
+from services.settings import Settings
+
+T = TypeVar("T")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; a bad value is reported as a usage error."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        fail(f"invalid BALLAST_* setting:\n{exc}", code=2)
+    configure_logging(settings.log_format, settings.log_level)
+    return settings
+
+
+def fail(message: str, *, code: int = 1) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro``; Ballast's own errors become a one-line message and exit code 1."""
+    try:
+        return asyncio.run(coro)
+    except (BallastError, ContractError, OutboxError) as exc:
+        fail(str(exc))
+
+
+async def until_stopped() -> None:
+    """Wait for Ctrl-C or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

@@ -1,0 +1,136 @@
+"""`BallastClient`: publish tasks and wait for how they ended.
+
+This is what an application (or ``ballast publish``) uses to talk to Ballast
+from outside. A client in another language does the same with its NATS
+library: publish the JSON of a `TaskRequest` (see ``contracts/schemas``) to
+``ballast.task.<agent>`` with the header ``Nats-Msg-Id: <task_id>``, and read
+the `TaskResult` from ``ballast.event.task.<status>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Self
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from contracts.subjects import PREFIX, Header, Stream, task_subject
+from contracts.tasks import TaskRequest, TaskResult
+from contracts.wire import utc_now
+from services.errors import BrokerError
+
+LOOKBACK = timedelta(minutes=5)
+"""How far back `wait` looks for a result, for tasks that may have ended before it started."""
+
+
+class BallastClient:
+    """A connection to the broker for submitting tasks. Use with ``async with``."""
+
+    def __init__(self, url: str, *, publish_timeout_s: float = 30.0) -> None:
+        self.url = url
+        self.publish_timeout_s = publish_timeout_s
+        """How long `submit` keeps trying while the broker is unreachable."""
+        self._nc: Client | None = None
+
+    @property
+    def nc(self) -> Client:
+        if self._nc is None:
+            raise RuntimeError("the client is not connected; use 'async with BallastClient(...)'")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        return self.nc.jetstream()
+
+    async def connect(self) -> None:
+        try:
+            self._nc = await nats.connect(
+                self.url, connect_timeout=5, max_reconnect_attempts=-1, reconnect_time_wait=0.5
+            )
+        except (OSError, nats.errors.NoServersError) as exc:
+            raise BrokerError(
+                f"cannot reach NATS at {self.url}: {exc}; is 'ballast up' running, "
+                "or is BALLAST_NATS_URL right?"
+            ) from exc
+
+    async def close(self) -> None:
+        if self._nc is not None:
+            await self._nc.drain()
+            self._nc = None
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def submit(self, task: TaskRequest) -> bool:
+        """Publish ``task``; return False if the broker already had it (same task id)."""
+        headers = {Header.MSG_ID: task.task_id, Header.TASK_ID: task.task_id}
+        if task.deadline is not None:
+            headers[Header.DEADLINE] = task.deadline.isoformat()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.publish_timeout_s
+        while True:
+            try:
+                ack = await self.js.publish(
+                    task_subject(task.agent), task.model_dump_json().encode(), headers=headers
+                )
+                return not ack.duplicate
+            except nats.js.errors.NoStreamResponseError as exc:
+                raise BrokerError(
+                    "no stream takes tasks yet: start a Ballast service first "
+                    "(it creates the streams)"
+                ) from exc
+            except (nats.errors.TimeoutError, nats.errors.ConnectionReconnectingError) as exc:
+                # Unknown outcome: publishing again with the same id is safe (deduplicated).
+                if loop.time() > deadline:
+                    raise BrokerError(
+                        f"the broker did not confirm task {task.task_id} within "
+                        f"{self.publish_timeout_s:g}s; publishing it again with the same "
+                        "task id is safe"
+                    ) from exc
+                await asyncio.sleep(0.2)
+
+    async def wait(
+        self, task_id: str, *, timeout_s: float, since: datetime | None = None
+    ) -> TaskResult:
+        """The result of ``task_id``; raises TimeoutError if it does not end in time."""
+        found: asyncio.Future[TaskResult] = asyncio.get_running_loop().create_future()
+
+        async def on_event(msg: Msg) -> None:
+            if (msg.headers or {}).get(Header.TASK_ID) == task_id and not found.done():
+                found.set_result(TaskResult.model_validate_json(msg.data))
+
+        start = (since or utc_now()) - LOOKBACK
+        sub = await self.js.subscribe(
+            f"{PREFIX}.event.task.>",
+            stream=Stream.EVENTS.value,
+            cb=on_event,
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start),
+        )
+        try:
+            return await asyncio.wait_for(found, timeout_s)
+        finally:
+            await sub.unsubscribe()
+
+    async def run(self, task: TaskRequest, *, timeout_s: float = 60.0) -> TaskResult:
+        """Submit ``task`` and wait for its result."""
+        since = utc_now()
+        await self.submit(task)
+        return await self.wait(task.task_id, timeout_s=timeout_s, since=since)

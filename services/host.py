@@ -1,0 +1,181 @@
+"""`ServiceHost`: runs agents and tools in one process on one broker connection.
+
+It owns, for the services it runs: the database (outbox and inbox tables), the
+relay, one durable consumer and one worker pool per service, and for agents
+the subscription that brings results back. Use it as::
+
+    async with ServiceHost(settings, app.specs):
+        ...  # serving until the block ends
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import structlog
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsBroker, PullSub
+from faststream.nats.message import NatsMessage
+from nats.js import JetStreamContext
+
+from contracts.subjects import Stream
+from outbox import Database, JetStreamPublisher, Relay, RelayConfig
+from services.agents import AgentConsumer
+from services.broker import make_broker
+from services.delivery import Consumer
+from services.errors import ConfigurationError
+from services.results import ResultWaiter
+from services.settings import Settings
+from services.specs import AgentSpec, ServiceSpec
+from services.streams import StreamSettings, consumer_config, ensure_consumer, ensure_streams
+from services.tools import ToolConsumer
+
+log = structlog.get_logger("ballast.host")
+
+FETCH_TIMEOUT_S = 1.0
+"""How long one pull request waits for messages before the next one is sent."""
+
+
+async def _raw_message(msg: NatsMessage) -> NatsMessage:
+    # FastStream decoder: hand the handler the message itself; it parses and validates.
+    return msg
+
+
+class ServiceHost:
+    """Hosts a set of services; start with ``async with`` or `start` / `stop`."""
+
+    def __init__(self, settings: Settings, specs: Sequence[ServiceSpec], *, name: str) -> None:
+        if not settings.nats_url:
+            raise ConfigurationError(
+                "no NATS URL: set BALLAST_NATS_URL, or run through 'ballast up' which starts one"
+            )
+        if not specs:
+            raise ConfigurationError(f"{name}: nothing to run, no agent or tool was given")
+        self.settings = settings
+        self.specs = list(specs)
+        self.name = name
+        self.db = Database(settings.resolved_database_url())
+        self.broker: NatsBroker = make_broker(
+            settings.nats_url, name=name, on_reconnected=self._reconnected
+        )
+        self.consumers: list[Consumer[Any]] = []
+        self._waiters: list[ResultWaiter] = []
+        self._relay: Relay | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def relay(self) -> Relay:
+        if self._relay is None:
+            raise RuntimeError("the host has not started")
+        return self._relay
+
+    @property
+    def js(self) -> JetStreamContext:
+        return self.broker.connection.jetstream()
+
+    async def start(self) -> None:
+        """Create tables, streams and consumers, then start consuming and relaying."""
+        await self.db.create_tables()
+        await self.broker.connect()
+        nc = self.broker.connection
+        js = nc.jetstream()
+        await ensure_streams(
+            js,
+            StreamSettings(
+                replicas=self.settings.stream_replicas,
+                dedup_window_s=self.settings.dedup_window_s,
+                max_age_s=self.settings.results_max_age_s,
+            ),
+        )
+        for spec in self.specs:
+            consumer = await self._declare(js, spec)
+            self.consumers.append(consumer)
+        self._relay = Relay(
+            self.db,
+            JetStreamPublisher(js),
+            RelayConfig(
+                batch_size=self.settings.relay_batch_size,
+                sweep_interval_s=self.settings.relay_sweep_interval_s,
+            ),
+        )
+        self.db.on_commit(self._relay.nudge)
+        self._tasks.append(asyncio.create_task(_supervise("relay", self._relay.run)))
+        await self.broker.start()
+        log.info("host.started", host=self.name, services=[s.service for s in self.specs])
+
+    async def _declare(self, js: JetStreamContext, spec: ServiceSpec) -> Consumer[Any]:
+        ack_wait = self.settings.ack_wait_s
+        consumer: Consumer[Any]
+        if isinstance(spec, AgentSpec):
+            waiter = ResultWaiter(self.broker.connection, js, spec.name)
+            await waiter.start()
+            self._waiters.append(waiter)
+            consumer = AgentConsumer(spec, db=self.db, waiter=waiter, ack_wait_s=ack_wait)
+            stream = Stream.TASKS
+        else:
+            consumer = ToolConsumer(spec, db=self.db, ack_wait_s=ack_wait)
+            stream = Stream.TOOLS
+        config = consumer_config(spec.service, consumer.subject, spec.pool, spec.retry, ack_wait)
+        await ensure_consumer(js, stream, config)
+        self.broker.subscriber(
+            consumer.subject,
+            stream=JStream(stream.value, declare=False),
+            durable=spec.service,
+            config=config,
+            pull_sub=PullSub(batch_size=spec.pool.size, timeout=FETCH_TIMEOUT_S),
+            max_workers=spec.pool.size,
+            ack_policy=AckPolicy.MANUAL,
+            decoder=_raw_message,
+        )(consumer)
+        return consumer
+
+    async def _reconnected(self) -> None:
+        # Catch up at once instead of at the next sweep or rescan.
+        for waiter in self._waiters:
+            waiter.connection_restored()
+        if self._relay is not None:
+            self._relay.nudge()
+
+    async def stop(self, *, drain_timeout_s: float = 5.0) -> None:
+        """Stop consuming, publish what the outbox still holds, close connections."""
+        for subscriber in self.broker.subscribers:
+            await subscriber.stop()
+        if self._relay is not None:
+            left = await self._relay.drain(drain_timeout_s)
+            if left:
+                log.warning("host.outbox_not_drained", unsent=left)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for waiter in self._waiters:
+            await waiter.stop()
+        await self.broker.stop()
+        await self.db.dispose()
+        log.info("host.stopped", host=self.name)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+async def _supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:
+    """Keep a background loop alive: log an unexpected crash and start it again."""
+    while True:
+        try:
+            await run()
+            return
+        except Exception:
+            log.exception("host.loop_crashed", loop=name)
+            await asyncio.sleep(1.0)

@@ -1,0 +1,71 @@
+"""Configuration, read once from the environment (prefix ``BALLAST_``) and passed in.
+
+Every field can be set as ``BALLAST_<FIELD>`` in upper case, for example
+``BALLAST_NATS_URL=nats://nats-1:4222``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from outbox.database import sqlite_url
+
+
+class Settings(BaseSettings):
+    """Ballast's settings. Defaults run everything on one machine with no setup."""
+
+    model_config = SettingsConfigDict(env_prefix="BALLAST_", extra="ignore", frozen=True)
+
+    nats_url: str | None = Field(
+        default=None,
+        description="NATS server(s), comma separated. Unset: start an embedded nats-server.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy async URL, e.g. postgresql+asyncpg://user@host/db. "
+            "Unset: a SQLite file in data_dir."
+        ),
+    )
+    data_dir: Path = Field(
+        default=Path(".ballast"),
+        description="Where the embedded broker and the SQLite database keep their files.",
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: console on a terminal, JSON otherwise."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    dedup_window_s: float = Field(
+        default=120.0, gt=0, description="JetStream duplicate window of every stream."
+    )
+    stream_replicas: int = Field(
+        default=1, ge=1, le=5, description="Replicas per stream (3 on a 3-node cluster)."
+    )
+    results_max_age_s: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="How long results and events stay in their streams (seconds).",
+    )
+    relay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    relay_sweep_interval_s: float = Field(default=1.0, gt=0)
+    ack_wait_s: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "How long the broker waits for a worker's sign of life before redelivering; "
+            "running handlers report progress well within it."
+        ),
+    )
+
+    @property
+    def embedded_nats(self) -> bool:
+        """True when Ballast must start its own nats-server."""
+        return not self.nats_url
+
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in ``data_dir``."""
+        return self.database_url or sqlite_url(self.data_dir.resolve() / "ballast.db")

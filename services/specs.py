@@ -1,0 +1,109 @@
+"""Declarations of agents and tools: what a service runs and with which limits.
+
+A spec is plain data plus the user's function. The same spec runs inside
+``ballast up`` (every service in one process) or alone with
+``ballast run module:spec`` (one service per process, as deployed).
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, JsonValue, TypeAdapter
+
+from bulkheads import PoolConfig, RetryPolicy
+from contracts.subjects import agent_service, check_name, tool_service
+from services.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from contracts.tasks import TaskRequest
+    from services.agents import AgentContext
+    from services.llm import ChatModel
+    from services.tools import ToolContext
+
+ToolFn = Callable[["ToolContext", Any], Awaitable[Any]]
+AgentFn = Callable[["AgentContext", "TaskRequest"], Awaitable[Any]]
+
+_JSON = TypeAdapter(JsonValue)
+
+
+def to_json_value(value: Any) -> JsonValue:
+    """A handler's return value as JSON data; models are dumped, anything else must be JSON."""
+    if isinstance(value, BaseModel):
+        return _JSON.validate_python(value.model_dump(mode="json"))
+    return _JSON.validate_python(value)
+
+
+def _args_model(fn: ToolFn) -> type[BaseModel] | None:
+    params = list(inspect.signature(fn).parameters.values())
+    if len(params) != 2:
+        raise ConfigurationError(
+            f"tool function {fn.__qualname__} must take (ctx, args), got {len(params)} parameters"
+        )
+    hint = typing.get_type_hints(fn).get(params[1].name)
+    return hint if isinstance(hint, type) and issubclass(hint, BaseModel) else None
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool: a function called with validated arguments, in its own pool."""
+
+    name: str
+    fn: ToolFn
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    description: str = ""
+    args_model: type[BaseModel] | None = None
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+
+    @classmethod
+    def of(cls, fn: ToolFn, *, name: str | None = None, **options: Any) -> ToolSpec:
+        """A spec for ``fn``, its argument model read from its annotation."""
+        return cls(
+            name=name or fn.__name__,
+            fn=fn,
+            description=options.pop("description", None) or inspect.getdoc(fn) or "",
+            args_model=_args_model(fn),
+            **options,
+        )
+
+    @property
+    def service(self) -> str:
+        return tool_service(self.name)
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """An agent: ``async def run(ctx, task)`` in its own pool, with its model."""
+
+    name: str
+    fn: AgentFn
+    pool: PoolConfig = field(default_factory=lambda: PoolConfig(size=8, timeout_s=300.0))
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    description: str = ""
+    model: ChatModel | None = None
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+
+    @classmethod
+    def of(cls, fn: AgentFn, *, name: str | None = None, **options: Any) -> AgentSpec:
+        return cls(
+            name=name or fn.__name__,
+            fn=fn,
+            description=options.pop("description", None) or inspect.getdoc(fn) or "",
+            **options,
+        )
+
+    @property
+    def service(self) -> str:
+        return agent_service(self.name)
+
+
+ServiceSpec = AgentSpec | ToolSpec

@@ -1,0 +1,105 @@
+"""Streams and consumers, declared idempotently at start-up.
+
+Every service calls `ensure_streams` when it starts: the first one creates the
+streams, the others find them and bring their settings up to date. Each agent
+and tool has one durable pull consumer, shared by all of its replicas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from bulkheads import PoolConfig, RetryPolicy
+from contracts.subjects import STREAM_SUBJECTS, Stream
+from services.errors import BrokerError
+
+DLQ_MAX_AGE_S = 30 * 24 * 3600.0
+"""Dead letters wait a month for an operator."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamSettings:
+    """What every Ballast stream shares."""
+
+    replicas: int = 1
+    dedup_window_s: float = 120.0
+    max_age_s: float = 7 * 24 * 3600.0
+
+
+def stream_config(stream: Stream, settings: StreamSettings) -> StreamConfig:
+    """The configuration of one of Ballast's streams."""
+    return StreamConfig(
+        name=stream.value,
+        subjects=[STREAM_SUBJECTS[stream]],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        num_replicas=settings.replicas,
+        duplicate_window=settings.dedup_window_s,
+        max_age=DLQ_MAX_AGE_S if stream is Stream.DLQ else settings.max_age_s,
+        # Results are read back by subject when a run resumes after a crash.
+        allow_direct=stream is Stream.RESULTS,
+    )
+
+
+async def ensure_streams(js: JetStreamContext, settings: StreamSettings) -> None:
+    """Create Ballast's streams, or update them to ``settings``; safe to call from every replica."""
+    for stream in Stream:
+        config = stream_config(stream, settings)
+        try:
+            await js.stream_info(stream.value)
+        except nats.js.errors.NotFoundError:
+            try:
+                await js.add_stream(config)
+                continue
+            except nats.js.errors.BadRequestError:
+                pass  # another replica created it in the meantime: fall through to update
+        except nats.errors.TimeoutError as exc:
+            raise BrokerError(
+                "JetStream did not answer; is JetStream enabled on the server (-js)?"
+            ) from exc
+        try:
+            await js.update_stream(config)
+        except nats.js.errors.BadRequestError as exc:
+            raise BrokerError(
+                f"stream {stream.value} exists with settings that cannot be changed in place "
+                f"({exc.description}); migrate it or delete it"
+            ) from exc
+
+
+def consumer_config(
+    durable: str, subject: str, pool: PoolConfig, retry: RetryPolicy, ack_wait_s: float
+) -> ConsumerConfig:
+    """A durable pull consumer whose limits match its bulkhead."""
+    return ConsumerConfig(
+        name=durable,
+        durable_name=durable,
+        filter_subject=subject,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ack_wait_s,
+        max_deliver=retry.server_max_deliver,
+        # The trap: the default (1000) lets one replica hoard messages it cannot run.
+        max_ack_pending=pool.max_ack_pending,
+    )
+
+
+async def ensure_consumer(js: JetStreamContext, stream: Stream, config: ConsumerConfig) -> None:
+    """Create the durable consumer, or update its limits if it exists."""
+    try:
+        await js.add_consumer(stream.value, config)
+    except nats.js.errors.BadRequestError as exc:
+        raise BrokerError(
+            f"consumer {config.durable_name} on {stream.value} cannot be updated "
+            f"({exc.description}); delete it with 'nats consumer rm' and restart"
+        ) from exc

@@ -1,0 +1,52 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from nats.js import JetStreamContext
+
+from contracts.principal import Principal
+from services.settings import Settings
+
+PRINCIPAL = Principal(user_id="tester", tenant="acme", scopes=("tickets:write",))
+
+
+def unique(prefix: str) -> str:
+    """A name no other test uses, valid as an agent or tool name."""
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def settings_for(nats_url: str, database_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for a test: short acknowledgement wait so redeliveries happen fast."""
+    values: dict[str, Any] = {
+        "nats_url": nats_url,
+        "database_url": database_url,
+        "data_dir": data_dir,
+        "ack_wait_s": 2.0,
+        "relay_sweep_interval_s": 0.2,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, timeout_s: float = 10.0, what: str = "condition"
+) -> None:
+    """Poll ``check`` until it is true; fail with ``what`` after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def subject_count(js: JetStreamContext, stream: str, subject: str) -> int:
+    """Messages stored in ``stream`` on ``subject`` (wildcards allowed)."""
+    info = await js.stream_info(stream, subjects_filter=subject)
+    return sum((info.state.subjects or {}).values())

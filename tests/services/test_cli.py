@@ -1,0 +1,166 @@
+"""The ``ballast`` command, run as a real process against a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from nats.js import JetStreamContext
+from pydantic import BaseModel
+
+from bulkheads import RetryPolicy
+from contracts.subjects import Stream, result_subject, tool_service
+from services.app import Ballast
+from services.dead_letters import dead_letter_counts
+from services.embedded import EmbeddedNats
+from services.errors import HandlerError
+from services.tools import ToolContext
+from tests.helpers import eventually, subject_count, unique
+from tests.services.conftest import Hosts
+from tests.services.test_dead_letters import caller_call, publish_call
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli_env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BALLAST_")}
+    return {**env, "BALLAST_LOG_FORMAT": "json", "COLUMNS": "200", **values}
+
+
+def ballast(
+    *args: str, env: dict[str, str], timeout_s: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s, check=False,
+    )  # fmt: skip
+
+
+async def aballast(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(ballast, *args, env=env)
+
+
+class TestUpAndPublish:
+    async def test_up_serves_publish_wait_and_stops_cleanly_on_sigterm(
+        self, tmp_path: Path
+    ) -> None:
+        """'ballast up' starts an embedded broker and the demo services; 'ballast publish --wait'
+        in another process finds it and prints the result; SIGTERM stops it with exit code 0."""
+        env = cli_env(BALLAST_DATA_DIR=str(tmp_path))
+        log_path = tmp_path / "up.log"
+        with log_path.open("w") as log:
+            up = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "services.cli", "up", cwd=ROOT, env=env,
+                stdout=log, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            url_file = tmp_path / "nats.url"
+
+            await eventually(lambda: _exists(url_file), timeout_s=20, what="ballast up to start")
+            task_input = json.dumps({"customer": "acme", "message": "login page is down"})
+            published = await aballast(
+                "publish", "triage", task_input, "--wait", "--timeout", "30", env=env
+            )
+            assert published.returncode == 0, published.stderr
+            result = json.loads(published.stdout[published.stdout.index("{") :])
+            assert result["status"] == "completed"
+            assert result["output"]["priority"] == "high"
+
+            status = await aballast("status", env=env)
+            assert status.returncode == 0, status.stderr
+            for name in ("BALLAST_TASKS", "agent-triage", "tool-create_ticket", "0 unsent"):
+                assert name in status.stdout
+        finally:
+            up.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(up.wait(), 20)
+        assert code == 0, log_path.read_text()
+        assert not url_file.exists()
+
+    def test_publish_refuses_input_that_is_not_a_json_object(self, tmp_path: Path) -> None:
+        env = cli_env(BALLAST_DATA_DIR=str(tmp_path))
+        for bad in ("{not json", "[1, 2]"):
+            done = ballast("publish", "triage", bad, env=env)
+            assert done.returncode == 2
+            assert "JSON" in done.stderr
+
+    def test_commands_without_a_broker_say_how_to_get_one(self, tmp_path: Path) -> None:
+        done = ballast("dlq", "ls", env=cli_env(BALLAST_DATA_DIR=str(tmp_path)))
+        assert done.returncode == 1
+        assert "ballast up" in done.stderr
+
+
+async def _exists(path: Path) -> bool:
+    return await asyncio.to_thread(path.exists)
+
+
+class Payload(BaseModel):
+    text: str
+
+
+class TestDeadLetterCommands:
+    async def test_ls_show_redrive_and_purge(
+        self, hosts: Hosts, nats_server: EmbeddedNats, tmp_path: Path
+    ) -> None:
+        """Two calls dead-lettered while a tool is broken: listed, shown, redriven after the fix
+        (both then answered ok); two more purged."""
+        app = Ballast("t")
+        broken = True
+        name = unique("cli_tool")
+        service = tool_service(name)
+
+        @app.tool(name, retry=RetryPolicy(max_deliveries=1))
+        async def cli_tool(ctx: ToolContext, args: Payload) -> str:
+            if broken:
+                raise HandlerError("dependency missing", retryable=False)
+            return args.text.upper()
+
+        await hosts.start(nats_server, app.specs)
+        client = await hosts.client(nats_server)
+        env = cli_env(BALLAST_NATS_URL=nats_server.url, BALLAST_DATA_DIR=str(tmp_path))
+        task = unique("c")
+        for i in (1, 2):
+            await publish_call(client.js, caller_call(name, call_id=f"{task}:{i}"))
+        await eventually(lambda: _dead(client.js, service, 2), what="two dead letters")
+
+        listed = await aballast("dlq", "ls", env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert service in listed.stdout
+        detail = await aballast("dlq", "ls", service, env=env)
+        seqs = [
+            int(line.split()[1]) for line in detail.stdout.splitlines() if "ballast.tool." in line
+        ]
+        assert len(seqs) == 2, detail.stdout
+        shown = await aballast("dlq", "show", str(seqs[0]), env=env)
+        assert json.loads(shown.stdout)["error"]["message"] == "dependency missing"
+
+        broken = False
+        redriven = await aballast("dlq", "redrive", service, env=env)
+        assert redriven.returncode == 0, redriven.stderr
+        assert "redrove 2" in redriven.stdout
+        results = result_subject("caller", task)
+        # Each call was answered twice: the error when it died, then ok after the redrive.
+        await eventually(
+            lambda: _results(client.js, results, 4), what="answers to the redriven calls"
+        )
+        assert service not in await dead_letter_counts(client.js)
+
+        broken = True
+        for i in (3, 4):
+            await publish_call(client.js, caller_call(name, call_id=f"{task}:{i}"))
+        await eventually(lambda: _dead(client.js, service, 2), what="two more dead letters")
+        purged = await aballast("dlq", "purge", service, "--yes", env=env)
+        assert "purged 2" in purged.stdout
+        assert service not in await dead_letter_counts(client.js)
+
+
+async def _dead(js: JetStreamContext, service: str, n: int) -> bool:
+    return (await dead_letter_counts(js)).get(service, 0) == n
+
+
+async def _results(js: JetStreamContext, subject: str, n: int) -> bool:
+    return await subject_count(js, Stream.RESULTS.value, subject) == n

@@ -1,0 +1,56 @@
+"""The inbox: a redelivery after the broker's deduplication window is still processed once."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pydantic import BaseModel
+
+from contracts.subjects import Stream, tool_service, tool_subject
+from services.app import Ballast
+from services.embedded import EmbeddedNats
+from services.tools import ToolContext
+from tests.helpers import eventually, subject_count, unique
+from tests.outbox.conftest import Widget, widget_count
+from tests.services.conftest import Hosts
+from tests.services.test_dead_letters import caller_call, publish_call
+
+
+class Item(BaseModel):
+    text: str
+
+
+class TestAfterDedupWindow:
+    async def test_a_call_stored_twice_has_its_effect_once(
+        self, own_nats: EmbeddedNats, hosts: Hosts
+    ) -> None:
+        """With a 0.5 s duplicate window, the same call published 1.5 s apart is stored twice
+        by the stream; the tool host runs it once and writes one row."""
+        app = Ballast("t")
+        runs = 0
+        name = unique("writer")
+
+        @app.tool(name)
+        async def writer(ctx: ToolContext, args: Item) -> str:
+            nonlocal runs
+            runs += 1
+            ctx.session.add(Widget(name=args.text))
+            return "ok"
+
+        host = await hosts.start(own_nats, app.specs, dedup_window_s=0.5)
+        client = await hosts.client(own_nats)
+        call = caller_call(name, call_id=f"{unique('d')}:1", text=unique("row"))
+        await publish_call(client.js, call)
+        await asyncio.sleep(1.5)  # let the deduplication window pass
+        await publish_call(client.js, call)
+
+        subject = tool_subject(name)
+        assert await subject_count(client.js, Stream.TOOLS.value, subject) == 2
+
+        async def both_consumed() -> bool:
+            info = await client.js.consumer_info(Stream.TOOLS.value, tool_service(name))
+            return bool(info.delivered.stream_seq >= 2 and info.num_ack_pending == 0)
+
+        await eventually(both_consumed, what="both copies consumed")
+        assert await widget_count(host.db, str(call.args["text"])) == 1
+        assert runs == 1
