@@ -1,0 +1,1 @@
+"""Benchmarks: Ballast's rates beside raw nats-py measured in the same run (``make bench``)."""

@@ -1,0 +1,158 @@
+"""``python -m bench`` (``make bench``): run every benchmark, print a table, write JSON.
+
+Sizes can be lowered for a quick look: BALLAST_BENCH_RUNS (default 3),
+BALLAST_BENCH_SCALE (default 1.0, multiplies every message count).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from functools import partial
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.common import RUNS, Figure, fresh_broker, machine, repeat
+from bench.databases import postgres_available, postgres_database, sqlite_database
+from bench.raw_nats import consume_rate, publish_rate
+from bench.relay import relay_rate
+from bench.tool_calls import tool_call_rate
+from services.embedded import EmbeddedNats
+from services.logging import configure_logging
+
+SCALE = float(os.environ.get("BALLAST_BENCH_SCALE", "1.0"))
+RESULTS = Path(__file__).parent / "results"
+
+
+def n(count: int) -> int:
+    return max(100, int(count * SCALE))
+
+
+async def measure(console: Console) -> list[Figure]:
+    figures: list[Figure] = []
+    pg = await postgres_available()
+    async with fresh_broker() as server:
+        console.print("raw nats-py ...")
+        publish = await repeat(
+            Figure("raw: JetStream publish (async, acked, Nats-Msg-Id)", "msgs/s"),
+            lambda: publish_rate(server, n(20_000)),
+        )
+        consume = await repeat(
+            Figure("raw: pull consume + ack (fetch 100)", "msgs/s"),
+            lambda: consume_rate(server, n(20_000)),
+        )
+        consume_publish = await repeat(
+            Figure("raw: consume + publish result + ack", "msgs/s"),
+            lambda: consume_rate(server, n(10_000), reply=True),
+        )
+        figures += [publish, consume, consume_publish]
+
+        console.print("relay ...")
+        async with sqlite_database() as url:
+            rows = n(10_000)
+            figures.append(
+                await repeat(
+                    Figure(
+                        "relay: outbox rows -> stream, SQLite", "rows/s", reference=publish.name
+                    ),
+                    lambda: relay_rate(server, url, rows),
+                )
+            )
+        if pg:
+            async with postgres_database() as url:
+                figures.append(
+                    await repeat(
+                        Figure(
+                            "relay: outbox rows -> stream, PostgreSQL", "rows/s",
+                            reference=publish.name,
+                        ),
+                        lambda: relay_rate(server, url, rows),
+                    )
+                )  # fmt: skip
+
+        console.print("tool calls through the service host ...")
+        calls = n(2_000)
+        databases = [("SQLite", sqlite_database)] + (
+            [("PostgreSQL", postgres_database)] if pg else []
+        )
+        for label, database in databases:
+            figure = Figure(
+                f"e2e: durable tool calls, 1 process, {label}",
+                "calls/s",
+                reference=consume_publish.name,
+                note="validate, inbox check, no-op tool, inbox + result commit, relay",
+            )
+            figures.append(await repeat(figure, partial(_tool_calls, server, database, calls)))
+    return figures
+
+
+async def _tool_calls(
+    server: EmbeddedNats, database: Callable[[], AbstractAsyncContextManager[str]], calls: int
+) -> float:
+    async with database() as url:
+        return await tool_call_rate(server, url, calls)
+
+
+def render(figures: list[Figure], console: Console) -> None:
+    by_name = {f.name: f for f in figures}
+    table = Table(title=f"Ballast benchmark (median of {RUNS} runs)")
+    for column in ("figure", "median", "unit", "runs", "vs raw", "raw reference"):
+        table.add_column(column, justify="right" if column in ("median", "vs raw") else "left")
+    for f in figures:
+        ref = by_name.get(f.reference or "")
+        ratio = f"{f.median / ref.median:.2f}x" if ref else ""
+        table.add_row(
+            f.name,
+            f"{f.median:,.0f}",
+            f.unit,
+            " ".join(f"{r:,.0f}" for r in f.runs),
+            ratio,
+            ref.name if ref else "",
+        )
+    console.print(table)
+
+
+def main() -> None:
+    configure_logging("console", "warning")
+    console = Console()
+    facts = machine()
+    console.print(" | ".join(f"{k}: {v}" for k, v in facts.items()))
+    started = time.time()
+    figures = asyncio.run(measure(console))
+    render(figures, console)
+    RESULTS.mkdir(exist_ok=True)
+    report = {
+        "machine": facts,
+        "runs": RUNS,
+        "scale": SCALE,
+        "started_at": started,
+        "figures": [
+            {
+                "name": f.name,
+                "unit": f.unit,
+                "median": f.median,
+                "runs": f.runs,
+                "reference": f.reference,
+                "ratio": (
+                    f.median / next(r.median for r in figures if r.name == f.reference)
+                    if f.reference
+                    else None
+                ),
+                "note": f.note,
+            }
+            for f in figures
+        ],
+    }
+    out = RESULTS / "latest.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    console.print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

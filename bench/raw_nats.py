@@ -1,0 +1,76 @@
+"""Raw nats-py references: what the broker does for us with no Ballast in between."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import nats
+from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+
+from bench.common import rate
+from services.embedded import EmbeddedNats
+
+PAYLOAD = b'{"call_id": "x:1", "tool": "noop", "args": {"n": 1}}' + b" " * 200
+"""About the size of a small tool call."""
+
+
+async def _stream(js: nats.js.JetStreamContext, prefix: str) -> str:
+    name = f"B_{uuid.uuid4().hex[:8]}"
+    await js.add_stream(StreamConfig(name=name, subjects=[f"{prefix}.>"], duplicate_window=120))
+    return name
+
+
+async def publish_rate(server: EmbeddedNats, count: int) -> float:
+    """JetStream publish_async with Nats-Msg-Id, thousands in flight, every ack awaited."""
+    nc = await nats.connect(server.url)
+    js = nc.jetstream(publish_async_max_pending=4000)
+    prefix = f"p{uuid.uuid4().hex[:8]}"
+    await _stream(js, prefix)
+    started = time.perf_counter()
+    futures = [
+        await js.publish_async(f"{prefix}.x", PAYLOAD, headers={"Nats-Msg-Id": f"m{i}"})
+        for i in range(count)
+    ]
+    await asyncio.gather(*futures)
+    result = rate(count, started)
+    await nc.close()
+    return result
+
+
+async def _filled(server: EmbeddedNats, count: int) -> tuple[Client, str, str]:
+    nc = await nats.connect(server.url)
+    js = nc.jetstream(publish_async_max_pending=4000)
+    prefix = f"c{uuid.uuid4().hex[:8]}"
+    stream = await _stream(js, prefix)
+    futures = [await js.publish_async(f"{prefix}.in", PAYLOAD) for _ in range(count)]
+    await asyncio.gather(*futures)
+    return nc, stream, prefix
+
+
+async def consume_rate(server: EmbeddedNats, count: int, *, reply: bool = False) -> float:
+    """Pull consume (fetch 100) and ack each message; with ``reply``, also publish a result
+    per message and wait for its ack before acking the input (the shape of a tool call)."""
+    nc, stream, prefix = await _filled(server, count)
+    js = nc.jetstream(publish_async_max_pending=4000)
+    sub = await js.pull_subscribe(
+        f"{prefix}.in",
+        durable="bench",
+        stream=stream,
+        config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=1000),
+    )
+    done = 0
+    started = time.perf_counter()
+    while done < count:
+        msgs = await sub.fetch(100, timeout=5)
+        if reply:
+            acks = [await js.publish_async(f"{prefix}.out", m.data) for m in msgs]
+            await asyncio.gather(*acks)
+        for m in msgs:
+            await m.ack()
+        done += len(msgs)
+    result = rate(count, started)
+    await nc.close()
+    return result
