@@ -9,7 +9,6 @@ from outbox.errors import (
     DatabaseError,
     OutboxError,
     PublishError,
-    SchemaError,
 )
 from outbox.failures import record_failure
 from outbox.publisher import JetStreamPublisher, Outgoing, Published
@@ -31,7 +30,6 @@ __all__ = [
     "Published",
     "Relay",
     "RelayConfig",
-    "SchemaError",
     "UnitOfWork",
     "record_failure",
     "sqlite_url",

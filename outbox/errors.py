@@ -4,7 +4,6 @@
 
     OutboxError
     ├── DatabaseError               the database failed or is unreachable (retryable)
-    │   └── SchemaError             the schema is missing or out of date (not retryable)
     ├── AlreadyProcessedError       the inbox already holds this message (not an error for callers
     │                               that ack: the effect happened exactly once)
     └── PublishError                the broker did not confirm a publish (retryable)
@@ -22,12 +21,6 @@ class OutboxError(Exception):
 
 class DatabaseError(OutboxError):
     """The database failed or could not be reached; the transaction was rolled back."""
-
-
-class SchemaError(DatabaseError):
-    """The tables are missing or do not match this version of Ballast."""
-
-    retryable = False
 
 
 class AlreadyProcessedError(OutboxError):

@@ -24,18 +24,23 @@ async def _on_error(exc: Exception) -> None:
     log.warning("nats.error", error=str(exc) or type(exc).__name__)
 
 
-async def _on_disconnected() -> None:
-    log.warning("nats.disconnected")
-
-
 def make_broker(
-    servers: str, *, name: str, on_reconnected: Callable[[], Awaitable[None]] | None = None
+    servers: str,
+    *,
+    name: str,
+    on_reconnected: Callable[[], Awaitable[None]] | None = None,
+    closing: Callable[[], bool] = lambda: False,
 ) -> NatsBroker:
     """A broker for ``servers`` (comma separated URLs) that never gives up reconnecting.
 
     ``on_reconnected`` runs after each reconnection, to catch up on what the
-    connection may have missed while it was down.
+    connection may have missed while it was down. ``closing`` tells whether a
+    disconnection is the expected end of the connection rather than a fault.
     """
+
+    async def disconnected() -> None:
+        if not closing():
+            log.warning("nats.disconnected")
 
     async def reconnected() -> None:
         log.info("nats.reconnected")
@@ -52,7 +57,7 @@ def make_broker(
         ping_interval=PING_INTERVAL_S,
         max_outstanding_pings=3,
         error_cb=_on_error,
-        disconnected_cb=_on_disconnected,
+        disconnected_cb=disconnected,
         reconnected_cb=reconnected,
         # Handlers get the raw message (see services.delivery); no dependency injection.
         apply_types=False,

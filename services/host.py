@@ -58,8 +58,12 @@ class ServiceHost:
         self.specs = list(specs)
         self.name = name
         self.db = Database(settings.resolved_database_url())
+        self._stopping = False
         self.broker: NatsBroker = make_broker(
-            settings.nats_url, name=name, on_reconnected=self._reconnected
+            settings.nats_url,
+            name=name,
+            on_reconnected=self._reconnected,
+            closing=lambda: self._stopping,
         )
         self.consumers: list[Consumer[Any]] = []
         self._waiters: list[ResultWaiter] = []
@@ -141,6 +145,7 @@ class ServiceHost:
 
     async def stop(self, *, drain_timeout_s: float = 5.0) -> None:
         """Stop consuming, publish what the outbox still holds, close connections."""
+        self._stopping = True
         for subscriber in self.broker.subscribers:
             await subscriber.stop()
         if self._relay is not None:
