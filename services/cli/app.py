@@ -14,7 +14,7 @@ from contracts.schema_export import SCHEMA_DIR, export_schemas, stale_schemas
 from contracts.tasks import TaskRequest, TaskStatus
 from contracts.wire import new_id
 from services.cli import dlq
-from services.cli.common import console, fail, load_settings, run, until_stopped
+from services.cli.common import console, fail, load_settings, reported, run, until_stopped
 from services.cli.status import status
 from services.client import BallastClient
 from services.host import ServiceHost
@@ -50,7 +50,8 @@ def up(
     target: Annotated[str, typer.Argument(help="MODULE:OBJECT of the app to run.")] = DEMO_APP,
 ) -> None:
     """Run every service of an app in one process, with an embedded broker if none is configured."""
-    name, specs = load_services(target)
+    with reported():
+        name, specs = load_services(target)
     settings = load_settings()
 
     async def main() -> None:
@@ -72,7 +73,8 @@ def run_service(
     ],
 ) -> None:
     """Run one service as deployed, on BALLAST_NATS_URL (or the local 'ballast up')."""
-    name, specs = load_services(target)
+    with reported():
+        name, specs = load_services(target)
     settings = load_settings()
 
     async def main() -> None:
@@ -112,12 +114,13 @@ def publish(
     """Publish a task to ballast.task.AGENT; with --wait, print how it ended."""
     data = _read_input(task_input)
     settings = load_settings()
-    task = TaskRequest(
-        agent=agent,
-        input=data,
-        principal=Principal(user_id=user, tenant=tenant, scopes=tuple(scope or ())),
-        task_id=task_id or new_id(),
-    )
+    with reported():
+        task = TaskRequest(
+            agent=agent,
+            input=data,
+            principal=Principal(user_id=user, tenant=tenant, scopes=tuple(scope or ())),
+            task_id=task_id or new_id(),
+        )
 
     async def main() -> TaskStatus | None:
         async with BallastClient(nats_url_for_tools(settings)) as client:

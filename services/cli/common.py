@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -13,7 +14,7 @@ from rich.console import Console
 
 from contracts.errors import ContractError
 from outbox.errors import OutboxError
-from services.errors import BallastError
+from services.errors import BallastError, ConfigurationError
 from services.logging import configure_logging
 from services.settings import Settings
 
@@ -38,12 +39,32 @@ def fail(message: str, *, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+_REPORTED = (ValidationError, ContractError, BallastError, OutboxError)
+"""Errors shown as one message instead of a traceback."""
+
+
+def report(exc: Exception) -> NoReturn:
+    """Exit with ``exc``'s message: code 2 for bad input or configuration, 1 otherwise."""
+    if isinstance(exc, ValidationError):
+        fail(f"invalid input:\n{exc}", code=2)
+    fail(str(exc), code=2 if isinstance(exc, ContractError | ConfigurationError) else 1)
+
+
+@contextmanager
+def reported() -> Iterator[None]:
+    """Report Ballast's errors raised in the block (see `report`)."""
+    try:
+        yield
+    except _REPORTED as exc:
+        report(exc)
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro``; Ballast's own errors become a one-line message and exit code 1."""
+    """Run ``coro``, reporting Ballast's errors (see `report`)."""
     try:
         return asyncio.run(coro)
-    except (BallastError, ContractError, OutboxError) as exc:
-        fail(str(exc))
+    except _REPORTED as exc:
+        report(exc)
 
 
 async def until_stopped() -> None:

@@ -10,15 +10,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nats.js.errors
 from nats.js import JetStreamContext
 from pydantic import BaseModel
 
 from bulkheads import RetryPolicy
+from contracts import ToolResult, ToolStatus
 from contracts.subjects import Stream, result_subject, tool_service
 from services.app import Ballast
+from services.client import BallastClient
 from services.dead_letters import dead_letter_counts
 from services.embedded import EmbeddedNats
 from services.errors import HandlerError
+from services.examples.support import LookupResult
 from services.tools import ToolContext
 from tests.helpers import eventually, subject_count, unique
 from tests.services.conftest import Hosts
@@ -81,6 +85,52 @@ class TestUpAndPublish:
         assert code == 0, log_path.read_text()
         assert not url_file.exists()
 
+    async def test_run_serves_one_tool_until_sigterm(
+        self, nats_server: EmbeddedNats, tmp_path: Path
+    ) -> None:
+        """'ballast run module:tool' serves that one tool against the configured broker."""
+        env = cli_env(BALLAST_NATS_URL=nats_server.url, BALLAST_DATA_DIR=str(tmp_path))
+        log_path = tmp_path / "run.log"
+        with log_path.open("w") as log:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "services.cli", "run", "services.examples.support:lookup",
+                cwd=ROOT, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            async with BallastClient(nats_server.url) as client:
+                await eventually(
+                    lambda: _consumer_exists(client.js, "tool-lookup"),
+                    timeout_s=20,
+                    what="the service to declare its consumer",
+                )
+                call = caller_call("lookup", call_id=f"{unique('run')}:1")
+                call = call.model_copy(update={"args": {"query": "checkout 502"}})
+                await publish_call(client.js, call)
+                results = result_subject(call.agent, call.task_id)
+                await eventually(
+                    lambda: _results(client.js, results, 1), timeout_s=20, what="the result"
+                )
+                raw = await client.js.get_last_msg(Stream.RESULTS.value, results)
+                assert raw.data is not None
+                answer = ToolResult.model_validate_json(raw.data)
+            assert answer.status is ToolStatus.OK
+            assert LookupResult.model_validate(answer.output).articles[0].id == "kb-101"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(proc.wait(), 20)
+        assert code == 0, log_path.read_text()
+
+    def test_bad_targets_are_usage_errors(self, tmp_path: Path) -> None:
+        env = cli_env(BALLAST_DATA_DIR=str(tmp_path))
+        for target, message in (
+            ("nosuchmodule:app", "cannot import"),
+            ("services.examples.support:nothing", "expected a Ballast app"),
+            ("no-colon", "MODULE:OBJECT"),
+        ):
+            done = ballast("run", target, env=env)
+            assert done.returncode == 2
+            assert message in done.stderr
+
     def test_publish_refuses_input_that_is_not_a_json_object(self, tmp_path: Path) -> None:
         env = cli_env(BALLAST_DATA_DIR=str(tmp_path))
         for bad in ("{not json", "[1, 2]"):
@@ -90,8 +140,16 @@ class TestUpAndPublish:
 
     def test_commands_without_a_broker_say_how_to_get_one(self, tmp_path: Path) -> None:
         done = ballast("dlq", "ls", env=cli_env(BALLAST_DATA_DIR=str(tmp_path)))
-        assert done.returncode == 1
+        assert done.returncode == 2
         assert "ballast up" in done.stderr
+
+
+async def _consumer_exists(js: JetStreamContext, name: str) -> bool:
+    try:
+        await js.consumer_info(Stream.TOOLS.value, name)
+    except nats.js.errors.NotFoundError:
+        return False
+    return True
 
 
 async def _exists(path: Path) -> bool:
