@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import structlog
 from pydantic import BaseModel, JsonValue
 
-from bulkheads import WorkerPool
 from contracts.errors import ErrorInfo
 from contracts.principal import Principal
 from contracts.subjects import (
@@ -36,7 +36,6 @@ from outbox import Database, UnitOfWork
 from services.delivery import Consumer, Delivery, Output
 from services.errors import (
     ConfigurationError,
-    DeadlineExceededError,
     DelegationError,
     InvalidMessageError,
     ToolCallError,
@@ -166,14 +165,7 @@ class AgentConsumer(Consumer[TaskRequest]):
     def __init__(
         self, spec: AgentSpec, *, db: Database, waiter: ResultWaiter, ack_wait_s: float
     ) -> None:
-        super().__init__(
-            service=spec.service,
-            subject=task_subject(spec.name),
-            pool=WorkerPool(spec.service, spec.pool),
-            retry=spec.retry,
-            db=db,
-            ack_wait_s=ack_wait_s,
-        )
+        super().__init__(spec, subject=task_subject(spec.name), db=db, ack_wait_s=ack_wait_s)
         self.spec = spec
         self.waiter = waiter
 
@@ -189,16 +181,10 @@ class AgentConsumer(Consumer[TaskRequest]):
     def key(self, message: TaskRequest) -> str:
         return message.task_id
 
+    def deadline(self, message: TaskRequest) -> datetime | None:
+        return message.deadline
+
     async def process(self, message: TaskRequest, delivery: Delivery) -> None:
-        async with UnitOfWork(self.db) as check:
-            done = await check.processed(self.service, message.task_id)
-        if done is not None:
-            structlog.get_logger("ballast.agent").info("agent.repeat_task_ignored")
-            return
-        if message.deadline is not None and message.deadline <= utc_now():
-            raise DeadlineExceededError(
-                f"task {message.task_id} expired at {message.deadline.isoformat()}"
-            )
         started_at = utc_now()
         ctx = AgentContext(
             self.spec,

@@ -41,6 +41,7 @@ from services.errors import (
     InvalidMessageError,
     TaskFailedError,
 )
+from services.specs import ServiceSpec
 
 log = structlog.get_logger("ballast.delivery")
 
@@ -119,20 +120,11 @@ def describe_failure(exc: Exception) -> ErrorInfo:
 class Consumer(ABC, Generic[M]):
     """One durable consumer: an agent's or a tool's. Subclasses say how to process a message."""
 
-    def __init__(
-        self,
-        *,
-        service: str,
-        subject: str,
-        pool: WorkerPool,
-        retry: RetryPolicy,
-        db: Database,
-        ack_wait_s: float,
-    ) -> None:
-        self.service = service
+    def __init__(self, spec: ServiceSpec, *, subject: str, db: Database, ack_wait_s: float) -> None:
+        self.service = spec.service
         self.subject = subject
-        self.pool = pool
-        self.retry = retry
+        self.pool = WorkerPool(spec.service, spec.pool)
+        self.retry: RetryPolicy = spec.retry
         self.db = db
         self.ack_wait_s = ack_wait_s
 
@@ -145,8 +137,15 @@ class Consumer(ABC, Generic[M]):
         """The idempotency key of the message (its inbox key)."""
 
     @abstractmethod
+    def deadline(self, message: M) -> datetime | None:
+        """The instant after which the message must not be acted on, if any."""
+
+    @abstractmethod
     async def process(self, message: M, delivery: Delivery) -> None:
-        """Do the work and commit its effect, inbox entry and outputs in one transaction."""
+        """Do the work and commit its effect, inbox entry and outputs in one transaction.
+
+        Called only for a message not processed before and not past its deadline.
+        """
 
     @abstractmethod
     def failure_outputs(self, message: M, delivery: Delivery, error: ErrorInfo) -> Sequence[Output]:
@@ -179,7 +178,7 @@ class Consumer(ABC, Generic[M]):
             return
         keep_alive = asyncio.create_task(self._report_progress(msg))
         try:
-            await self.pool.run(lambda: self.process(message, delivery))
+            await self.pool.run(lambda: self._admit_and_process(message, delivery))
         except AlreadyProcessedError:
             log.info("delivery.already_processed")
         except Exception as exc:
@@ -188,6 +187,19 @@ class Consumer(ABC, Generic[M]):
         finally:
             keep_alive.cancel()
         await msg.ack()
+
+    async def _admit_and_process(self, message: M, delivery: Delivery) -> None:
+        key = self.key(message)
+        async with UnitOfWork(self.db) as check:
+            done = await check.processed(self.service, key)
+        if done is not None:
+            # Its outputs committed with that entry; the relay publishes (or did) them.
+            log.info("delivery.repeat_ignored", key=key)
+            return
+        deadline = self.deadline(message)
+        if deadline is not None and deadline <= utc_now():
+            raise DeadlineExceededError(f"{key} expired at {deadline.isoformat()}")
+        await self.process(message, delivery)
 
     async def _report_progress(self, msg: NatsMessage) -> None:
         # Long runs (an agent waiting for its tools) must not look dead to the broker.

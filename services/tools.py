@@ -10,19 +10,19 @@ answer are both there or both absent.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 import structlog
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bulkheads import WorkerPool
 from contracts.errors import ErrorInfo
 from contracts.subjects import Header, result_subject, tool_subject
 from contracts.tools import ToolCall, ToolResult, ToolStatus
-from contracts.wire import utc_now
 from outbox import Database, UnitOfWork
 from services.delivery import Consumer, Delivery, Output
-from services.errors import DeadlineExceededError, InvalidMessageError
+from services.errors import InvalidMessageError
 from services.results import result_headers
 from services.specs import ToolSpec, to_json_value
 
@@ -61,14 +61,7 @@ class ToolConsumer(Consumer[ToolCall]):
     """The durable consumer of one tool."""
 
     def __init__(self, spec: ToolSpec, *, db: Database, ack_wait_s: float) -> None:
-        super().__init__(
-            service=spec.service,
-            subject=tool_subject(spec.name),
-            pool=WorkerPool(spec.service, spec.pool),
-            retry=spec.retry,
-            db=db,
-            ack_wait_s=ack_wait_s,
-        )
+        super().__init__(spec, subject=tool_subject(spec.name), db=db, ack_wait_s=ack_wait_s)
         self.spec = spec
 
     def parse(self, delivery: Delivery) -> ToolCall:
@@ -83,30 +76,15 @@ class ToolConsumer(Consumer[ToolCall]):
     def key(self, message: ToolCall) -> str:
         return message.call_id
 
+    def deadline(self, message: ToolCall) -> datetime | None:
+        return message.deadline
+
     async def process(self, message: ToolCall, delivery: Delivery) -> None:
-        async with UnitOfWork(self.db) as check:
-            done = await check.processed(self.service, message.call_id)
-        if done is not None:
-            # Its result committed with that entry; the relay publishes (or did publish) it.
-            structlog.get_logger("ballast.tool").info("tool.repeat_call_ignored")
-            return
-        if message.deadline is not None and message.deadline <= utc_now():
-            raise DeadlineExceededError(
-                f"call {message.call_id} expired at {message.deadline.isoformat()}"
-            )
         spec = self.spec
         args = spec.args_model.model_validate(message.args) if spec.args_model else message.args
         async with UnitOfWork(self.db) as uow:
             output = await spec.fn(ToolContext(message, delivery.attempt, uow), args)
-            result = ToolResult(
-                call_id=message.call_id,
-                tool=message.tool,
-                task_id=message.task_id,
-                agent=message.agent,
-                status=ToolStatus.OK,
-                output=to_json_value(output),
-                attempts=delivery.attempt,
-            )
+            result = _answer(message, delivery, status=ToolStatus.OK, output=to_json_value(output))
             data = result.model_dump_json().encode()
             uow.mark_processed(self.service, message.call_id, data)
             uow.publish(
@@ -118,19 +96,21 @@ class ToolConsumer(Consumer[ToolCall]):
     def failure_outputs(
         self, message: ToolCall, delivery: Delivery, error: ErrorInfo
     ) -> Sequence[Output]:
-        result = ToolResult(
-            call_id=message.call_id,
-            tool=message.tool,
-            task_id=message.task_id,
-            agent=message.agent,
-            status=ToolStatus.ERROR,
-            error=error,
-            attempts=delivery.attempt,
-        )
         return [
             Output(
                 result_subject(message.agent, message.task_id),
-                result,
+                _answer(message, delivery, status=ToolStatus.ERROR, error=error),
                 result_headers(message.task_id, message.call_id),
             )
         ]
+
+
+def _answer(call: ToolCall, delivery: Delivery, **outcome: Any) -> ToolResult:
+    return ToolResult(
+        call_id=call.call_id,
+        tool=call.tool,
+        task_id=call.task_id,
+        agent=call.agent,
+        attempts=delivery.attempt,
+        **outcome,
+    )
