@@ -3,7 +3,9 @@
 ::
 
     BulkheadError
-    └── HandlerTimeoutError (TimeoutError)   a handler ran past its pool's timeout (retryable)
+    ├── HandlerTimeoutError (TimeoutError)   a handler ran past its pool's timeout (retryable)
+    ├── LoopDetectedError                    a run repeats itself or keeps failing (not retryable)
+    └── CircuitOpenError                     a breaker is open: fail fast, try later (retryable)
 """
 
 from __future__ import annotations
@@ -26,3 +28,20 @@ class HandlerTimeoutError(BulkheadError, TimeoutError):
         )
         self.pool = pool
         self.timeout_s = timeout_s
+
+
+class LoopDetectedError(BulkheadError):
+    """A run called the same tool with the same arguments, or failed, too often."""
+
+    retryable = False
+
+
+class CircuitOpenError(BulkheadError):
+    """The breaker guarding a tool or model is open; the call was not made."""
+
+    def __init__(self, breaker: str, retry_in_s: float) -> None:
+        super().__init__(
+            f"circuit breaker {breaker} is open; calls resume in about {retry_in_s:.0f}s"
+        )
+        self.breaker = breaker
+        self.retry_in_s = retry_in_s

@@ -4,17 +4,26 @@ This package imports nothing else of Ballast, so any service (or a client that
 only publishes tasks) can depend on it alone.
 """
 
+from contracts.breaker import BreakerChanged, BreakerState
+from contracts.budget import BudgetExceeded, BudgetLimits, BudgetMetric, BudgetScope
 from contracts.dead_letter import DeadLetter
 from contracts.errors import ContractError, ErrorCode, ErrorInfo, InvalidNameError
 from contracts.principal import Principal
 from contracts.subjects import STREAM_SUBJECTS, Header, Stream
-from contracts.tasks import ParentRef, TaskRequest, TaskResult, TaskStatus
+from contracts.tasks import Compensation, ParentRef, TaskRequest, TaskResult, TaskStatus
 from contracts.tools import ToolCall, ToolResult, ToolStatus
 from contracts.wire import SCHEMA_VERSION, WireModel, new_id, utc_now
 
 __all__ = [
     "SCHEMA_VERSION",
     "STREAM_SUBJECTS",
+    "BreakerChanged",
+    "BreakerState",
+    "BudgetExceeded",
+    "BudgetLimits",
+    "BudgetMetric",
+    "BudgetScope",
+    "Compensation",
     "ContractError",
     "DeadLetter",
     "ErrorCode",

@@ -40,6 +40,21 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"
     """A bug in Ballast itself. Retryable, so a fixed deployment can still process it."""
 
+    BUDGET_EXCEEDED = "budget_exceeded"
+    """A hard budget cap would be crossed; ``details`` names the scope, metric, limit and spend."""
+
+    LOOP_DETECTED = "loop_detected"
+    """The run repeated the same call, or kept failing, more often than its loop guard allows."""
+
+    NON_DETERMINISM = "non_determinism"
+    """Re-executed agent code asked for a different step than its journal holds."""
+
+    CIRCUIT_OPEN = "circuit_open"
+    """A circuit breaker is open for the tool or model; retried after the breaker's pause."""
+
+    PROVIDER_ERROR = "provider_error"
+    """The model provider refused the request; ``retryable`` says whether it may pass later."""
+
 
 class ErrorInfo(WireModel):
     """What went wrong, in a form a client in any language can act on."""

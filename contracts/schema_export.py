@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from contracts.breaker import BreakerChanged
+from contracts.budget import BudgetExceeded
 from contracts.dead_letter import DeadLetter
 from contracts.principal import Principal
 from contracts.tasks import TaskRequest, TaskResult
@@ -22,6 +24,8 @@ WIRE_MODELS: tuple[type[BaseModel], ...] = (
     ToolResult,
     DeadLetter,
     Principal,
+    BudgetExceeded,
+    BreakerChanged,
 )
 
 

@@ -7,6 +7,7 @@ from typing import Self
 
 from pydantic import Field, JsonValue, model_validator
 
+from contracts.budget import BudgetLimits
 from contracts.errors import ErrorInfo
 from contracts.principal import Principal
 from contracts.wire import MessageId, Name, TaskId, UtcDateTime, WireModel, new_id, utc_now
@@ -43,6 +44,10 @@ class TaskRequest(WireModel):
     deadline: UtcDateTime | None = Field(
         default=None, description="After this instant the task is not started any more."
     )
+    budget: BudgetLimits | None = Field(
+        default=None,
+        description="Caps for this task; they can only lower the agent's own per-task caps.",
+    )
     created_at: UtcDateTime = Field(default_factory=utc_now)
 
 
@@ -54,6 +59,19 @@ class TaskStatus(StrEnum):
 
     FAILED = "failed"
     """The agent raised, or a tool it needed failed for good; ``error`` says why."""
+
+    BUDGET_EXCEEDED = "budget_exceeded"
+    """A hard cap stopped the run; ``error.details`` names the scope, metric, limit and spend."""
+
+
+class Compensation(WireModel):
+    """A compensating tool call run because the task failed (saga), and how it went."""
+
+    step_key: str = Field(description="The step it compensates.")
+    tool: Name
+    args: dict[str, JsonValue] = Field(default_factory=dict)
+    ok: bool
+    error: ErrorInfo | None = None
 
 
 class TaskResult(WireModel):
@@ -68,6 +86,9 @@ class TaskResult(WireModel):
     output: JsonValue = Field(default=None, description="The agent's output when completed.")
     error: ErrorInfo | None = Field(default=None, description="Why the task failed.")
     parent: ParentRef | None = None
+    compensations: tuple[Compensation, ...] = Field(
+        default=(), description="Compensations run, in the order they ran, when the task failed."
+    )
     started_at: UtcDateTime
     finished_at: UtcDateTime = Field(default_factory=utc_now)
 

@@ -13,7 +13,7 @@ from outbox.errors import (
 from outbox.failures import record_failure
 from outbox.publisher import JetStreamPublisher, Outgoing, Published
 from outbox.relay import Relay, RelayConfig
-from outbox.tables import DeliveryFailure, InboxEntry, OutboxMessage
+from outbox.tables import DeliveryFailure, InboxEntry, JournalEntry, OutboxMessage
 from outbox.unit_of_work import UnitOfWork
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "DeliveryFailure",
     "InboxEntry",
     "JetStreamPublisher",
+    "JournalEntry",
     "OutboxError",
     "OutboxMessage",
     "Outgoing",

@@ -6,7 +6,8 @@
     ├── DatabaseError               the database failed or is unreachable (retryable)
     ├── AlreadyProcessedError       the inbox already holds this message (not an error for callers
     │                               that ack: the effect happened exactly once)
-    └── PublishError                the broker did not confirm a publish (retryable)
+    ├── PublishError                the broker did not confirm a publish (retryable)
+    └── LimitReachedError           a budget cap would be crossed (not retryable)
 """
 
 from __future__ import annotations
@@ -36,3 +37,19 @@ class AlreadyProcessedError(OutboxError):
 
 class PublishError(OutboxError):
     """The broker did not acknowledge a publish; the row stays unsent and is tried again."""
+
+
+class LimitReachedError(OutboxError):
+    """Reserving would take a budget scope past its cap; nothing was reserved."""
+
+    retryable = False
+
+    def __init__(self, scope_key: str, metric: str, limit: int, used: int, requested: int) -> None:
+        super().__init__(
+            f"{metric} cap of {scope_key} reached: {used} used of {limit}, {requested} more needed"
+        )
+        self.scope_key = scope_key
+        self.metric = metric
+        self.limit = limit
+        self.used = used
+        self.requested = requested

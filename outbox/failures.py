@@ -10,15 +10,15 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
 from contracts.wire import utc_now
-from outbox.database import Database
 from outbox.errors import DatabaseError
 from outbox.tables import DeliveryFailure
+from outbox.unit_of_work import UnitOfWork
 
 
-async def record_failure(db: Database, consumer: str, key: str, error: str) -> DeliveryFailure:
-    """Count one more failed attempt of ``key`` at ``consumer`` and return the totals."""
+async def record_failure(uow: UnitOfWork, consumer: str, key: str, error: str) -> DeliveryFailure:
+    """Count one more failed attempt of ``key`` at ``consumer`` (committed with ``uow``)."""
     now = utc_now()
-    dialect_insert = sqlite.insert if db.is_sqlite else postgresql.insert
+    dialect_insert = sqlite.insert if uow.is_sqlite else postgresql.insert
     table = DeliveryFailure.__table__  # type: ignore[attr-defined]  # SQLModel sets it at class creation
     stmt = (
         dialect_insert(table)
@@ -41,9 +41,7 @@ async def record_failure(db: Database, consumer: str, key: str, error: str) -> D
         .returning(*table.c)
     )
     try:
-        async with db.session() as session:
-            row = (await session.execute(stmt)).one()
-            await session.commit()
+        row = (await uow.session.execute(stmt)).one()
     except sa_exc.SQLAlchemyError as exc:
         raise DatabaseError(f"recording a failed delivery failed: {exc}") from exc
     return DeliveryFailure.model_validate(row._asdict())

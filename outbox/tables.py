@@ -7,6 +7,9 @@
   deduplication window) changes nothing.
 - ``ballast_delivery_failure``: failed attempts per consumer and message, so a
   dead letter can say when the trouble started, whichever replica saw it.
+- ``ballast_claim``: messages being processed now, so a second delivery waits.
+- ``ballast_journal``: the steps of agent runs and their outcomes (durable execution).
+- ``ballast_budget`` and ``ballast_budget_reservation``: the budget ledger.
 """
 
 from __future__ import annotations
@@ -73,3 +76,64 @@ class DeliveryFailure(SQLModel, table=True):
     first_failure_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
     last_failure_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
     last_error: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class JournalEntry(SQLModel, table=True):
+    """One step of an agent run: what was asked and how it ended.
+
+    ``seq`` numbers the steps in the order the agent's code asked for them
+    (compensations of a failed run use negative numbers). A re-executed run
+    reads its steps back from here instead of running them again.
+    """
+
+    __tablename__ = "ballast_journal"
+
+    task_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    seq: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    kind: str = Field(sa_column=Column(String(20), nullable=False))
+    name: str = Field(sa_column=Column(String(200), nullable=False))
+    request: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+    status: str = Field(sa_column=Column(String(20), nullable=False))
+    outcome: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+    usage: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    started_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime, nullable=True))
+
+
+class Claim(SQLModel, table=True):
+    """A message being processed right now, so that a second delivery does not run it too.
+
+    A claim lapses at ``expires_at`` (the handler's timeout plus a margin), so a
+    crashed worker's claim does not block the message for ever.
+    """
+
+    __tablename__ = "ballast_claim"
+
+    consumer: str = Field(sa_column=Column(String(200), primary_key=True))
+    key: str = Field(sa_column=Column(String(200), primary_key=True))
+    owner: str = Field(sa_column=Column(String(100), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+
+
+class BudgetAccount(SQLModel, table=True):
+    """Spend and open reservations of one metric in one scope (a task, a user-day, ...).
+
+    Amounts are integers: tokens, calls, steps, or micro-dollars for cost.
+    """
+
+    __tablename__ = "ballast_budget"
+
+    scope_key: str = Field(sa_column=Column(String(300), primary_key=True))
+    metric: str = Field(sa_column=Column(String(30), primary_key=True))
+    spent: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    reserved: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+
+
+class BudgetReservation(SQLModel, table=True):
+    """What one step reserved, per scope and metric, until it settles."""
+
+    __tablename__ = "ballast_budget_reservation"
+
+    step_key: str = Field(sa_column=Column(String(200), primary_key=True))
+    amounts: dict[str, dict[str, int]] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))

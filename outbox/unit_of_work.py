@@ -12,15 +12,15 @@ from types import TracebackType
 from typing import Any, Self
 
 from pydantic import BaseModel
+from sqlalchemy import delete, insert
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import select
+from sqlmodel import col, select
 
 from contracts.wire import new_id, utc_now
 from outbox.database import Database
 from outbox.errors import AlreadyProcessedError, DatabaseError
-from outbox.tables import InboxEntry, OutboxMessage
+from outbox.tables import Claim, InboxEntry, OutboxMessage
 
 
 class UnitOfWork:
@@ -37,6 +37,11 @@ class UnitOfWork:
         self._outgoing: list[dict[str, Any]] = []
         self._inbox: list[dict[str, Any]] = []
         self._done = False
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the transaction runs on SQLite (some statements differ by dialect)."""
+        return self._db.is_sqlite
 
     @property
     def session(self) -> AsyncSession:
@@ -99,7 +104,7 @@ class UnitOfWork:
         return row.scalar_one_or_none()
 
     def mark_processed(self, consumer: str, key: str, result: bytes | None = None) -> None:
-        """Record that ``consumer`` processed ``key``; committed with everything else."""
+        """Record that ``consumer`` processed ``key`` (ending any claim on it), with the rest."""
         self._inbox.append(
             {"consumer": consumer, "key": key, "processed_at": utc_now(), "result": result}
         )
@@ -120,6 +125,12 @@ class UnitOfWork:
                 except sa_exc.IntegrityError as exc:
                     first = self._inbox[0]
                     raise AlreadyProcessedError(first["consumer"], first["key"]) from exc
+                for entry in self._inbox:  # processed: nobody is processing it any more
+                    await session.execute(
+                        delete(Claim).where(
+                            col(Claim.consumer) == entry["consumer"], col(Claim.key) == entry["key"]
+                        )
+                    )
             if self._outgoing:
                 await session.execute(insert(OutboxMessage), self._outgoing)
             await session.commit()

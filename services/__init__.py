@@ -3,18 +3,23 @@
 Dependency rule: ``services`` imports ``bulkheads``, ``outbox`` and ``contracts``.
 """
 
-from services.agents import AgentContext
+from services.agent_context import AgentContext
 from services.app import Ballast
+from services.budgets import BudgetPolicy
 from services.client import BallastClient
 from services.errors import (
     BallastError,
     BrokerError,
+    BudgetExceededError,
     ConfigurationError,
     DeadlineExceededError,
     DelegationError,
     EmbeddedBrokerError,
     HandlerError,
     InvalidMessageError,
+    ModelError,
+    NonDeterminismError,
+    StepFailedError,
     TaskFailedError,
     ToolCallError,
 )
@@ -28,14 +33,19 @@ __all__ = [
     "BallastClient",
     "BallastError",
     "BrokerError",
+    "BudgetExceededError",
+    "BudgetPolicy",
     "ConfigurationError",
     "DeadlineExceededError",
     "DelegationError",
     "EmbeddedBrokerError",
     "HandlerError",
     "InvalidMessageError",
+    "ModelError",
+    "NonDeterminismError",
     "ServiceHost",
     "Settings",
+    "StepFailedError",
     "TaskFailedError",
     "ToolCallError",
     "ToolContext",

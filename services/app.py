@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bulkheads import PoolConfig, RetryPolicy
+from bulkheads import LoopGuardPolicy, PoolConfig, RetryPolicy
+from services.budgets import BudgetPolicy
 from services.errors import ConfigurationError
 from services.llm import ChatModel
 from services.specs import AgentFn, AgentSpec, ServiceSpec, ToolFn, ToolSpec
@@ -62,14 +63,19 @@ class Ballast:
         model: ChatModel | None = None,
         pool: PoolConfig | None = None,
         retry: RetryPolicy | None = None,
+        budget: BudgetPolicy | None = None,
+        loop_guard: LoopGuardPolicy | None = None,
+        max_tokens: int | None = None,
         description: str | None = None,
     ) -> Callable[[AgentFn], AgentSpec]:
         """Declare an agent; the function takes ``(ctx, task)`` and returns JSON data or a model."""
+        options = _given(budget=budget, loop_guard=loop_guard, max_tokens=max_tokens)
 
         def register(fn: AgentFn) -> AgentSpec:
             spec = AgentSpec.of(
-                fn, name=name, model=model, **_limits(pool, retry), description=description
-            )
+                fn, name=name, model=model, **_limits(pool, retry), **options,
+                description=description,
+            )  # fmt: skip
             self._add(self.agents, spec.name, spec)
             return spec
 
@@ -82,9 +88,9 @@ class Ballast:
 
 
 def _limits(pool: PoolConfig | None, retry: RetryPolicy | None) -> dict[str, Any]:
-    limits: dict[str, Any] = {}
-    if pool is not None:
-        limits["pool"] = pool
-    if retry is not None:
-        limits["retry"] = retry
-    return limits
+    return _given(pool=pool, retry=retry)
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options that were set (the others keep the spec's defaults)."""
+    return {key: value for key, value in options.items() if value is not None}

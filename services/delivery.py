@@ -4,7 +4,10 @@ The steps, the same for agents and tools::
 
     parse ──invalid──────────────────────────────────────────▶ dead letter, terminate
       │
-    run in the pool (timeout; progress reported to the broker while it runs)
+    in the pool (timeout; progress reported to the broker throughout):
+      inbox says processed ─────────────────────────────────────────────▶ ack
+      another worker holds the claim ──▶ wait for it (no second run alongside)
+      past its deadline ──▶ failed for good
       │ ok ──▶ the handler committed its effect, inbox entry and outputs ──▶ ack
       │ already processed (inbox) ──────────────────────────────────────▶ ack
       │ failed, retryable, deliveries left ──▶ nak with backoff + jitter (broker redelivers)
@@ -19,31 +22,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
 import structlog
 from faststream.nats.message import NatsMessage
 from pydantic import BaseModel, ValidationError
 
-from bulkheads import HandlerTimeoutError, RetryPolicy, WorkerPool
+from bulkheads import RetryPolicy, WorkerPool
 from contracts.dead_letter import DeadLetter
 from contracts.errors import ErrorCode, ErrorInfo
 from contracts.subjects import Header, dlq_subject
 from contracts.wire import utc_now
 from outbox import AlreadyProcessedError, Database, OutboxError, UnitOfWork, record_failure
-from services.errors import (
-    DeadlineExceededError,
-    HandlerError,
-    InvalidMessageError,
-    TaskFailedError,
-)
+from outbox.claims import claim, release, renew
+from services.errors import DeadlineExceededError, InvalidMessageError
+from services.failure_info import describe_failure
 from services.specs import ServiceSpec
 
 log = structlog.get_logger("ballast.delivery")
+
+BUSY_POLL_S = 0.5
+"""How often a delivery waiting for another worker's claim looks again."""
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -88,35 +92,6 @@ class Output:
     message_id: str | None = None
 
 
-_FAILURE_RULES: tuple[
-    tuple[type[Exception] | tuple[type[Exception], ...], ErrorCode, bool], ...
-] = (
-    ((InvalidMessageError, ValidationError), ErrorCode.INVALID_MESSAGE, False),
-    (DeadlineExceededError, ErrorCode.DEADLINE_EXCEEDED, False),
-    (HandlerTimeoutError, ErrorCode.TIMEOUT, True),
-    # What the run waited for already used up its own retries: repeating it cannot help.
-    (TaskFailedError, ErrorCode.HANDLER_ERROR, False),
-)
-"""Exception types whose code and retryability are fixed, checked in order."""
-
-
-def describe_failure(exc: Exception) -> ErrorInfo:
-    """Turn an exception from a handler into the wire error, deciding retryability."""
-    for types, code, retryable in _FAILURE_RULES:
-        if isinstance(exc, types):
-            info = ErrorInfo.from_exception(exc, code=code, retryable=retryable)
-            if isinstance(exc, TaskFailedError):
-                info = info.model_copy(
-                    update={"details": {**info.details, "cause": exc.error.code}}
-                )
-            return info
-    if isinstance(exc, HandlerError):
-        return ErrorInfo.from_exception(exc, code=ErrorCode.HANDLER_ERROR, retryable=exc.retryable)
-    if isinstance(exc, OutboxError):
-        return ErrorInfo.from_exception(exc, code=ErrorCode.UNAVAILABLE, retryable=exc.retryable)
-    return ErrorInfo.from_exception(exc, code=ErrorCode.HANDLER_ERROR, retryable=True)
-
-
 class Consumer(ABC, Generic[M]):
     """One durable consumer: an agent's or a tool's. Subclasses say how to process a message."""
 
@@ -127,6 +102,9 @@ class Consumer(ABC, Generic[M]):
         self.retry: RetryPolicy = spec.retry
         self.db = db
         self.ack_wait_s = ack_wait_s
+        # Like the broker's own ack wait: a worker renews its claims with every sign of
+        # life it sends, so a claim lapses when, and only when, its worker went quiet.
+        self.lease = timedelta(seconds=ack_wait_s)
 
     @abstractmethod
     def parse(self, delivery: Delivery) -> M:
@@ -142,14 +120,17 @@ class Consumer(ABC, Generic[M]):
 
     @abstractmethod
     async def process(self, message: M, delivery: Delivery) -> None:
-        """Do the work and commit its effect, inbox entry and outputs in one transaction.
+        """Do the work; commit its effect, ``mark_processed`` and its outputs in one transaction.
 
-        Called only for a message not processed before and not past its deadline.
+        Called only for a message not processed before, not past its deadline, and
+        claimed by this worker (marking it processed ends the claim).
         """
 
     @abstractmethod
-    def failure_outputs(self, message: M, delivery: Delivery, error: ErrorInfo) -> Sequence[Output]:
-        """What the caller must be told when the message failed for good."""
+    async def on_failure(
+        self, message: M, delivery: Delivery, error: ErrorInfo
+    ) -> Sequence[Output]:
+        """What to do and whom to tell when the message failed for good."""
 
     async def __call__(self, msg: NatsMessage) -> None:
         """FastStream handler: process one delivery; always ends in ack, nak or term."""
@@ -165,9 +146,15 @@ class Consumer(ABC, Generic[M]):
             except (InvalidMessageError, ValidationError) as exc:
                 await self._give_up(msg, delivery, None, describe_failure(exc), utc_now())
                 return
-            await self._run(msg, delivery, message)
+            owner = uuid.uuid4().hex
+            # Long runs (an agent waiting for its tools) must not look dead to the broker.
+            keep_alive = asyncio.create_task(self._report_progress(msg, self.key(message), owner))
+            try:
+                await self._run(msg, delivery, message, owner)
+            finally:
+                keep_alive.cancel()
 
-    async def _run(self, msg: NatsMessage, delivery: Delivery, message: M) -> None:
+    async def _run(self, msg: NatsMessage, delivery: Delivery, message: M, owner: str) -> None:
         if delivery.attempt > self.retry.max_deliveries:
             error = ErrorInfo(
                 code=ErrorCode.INTERNAL,
@@ -176,49 +163,62 @@ class Consumer(ABC, Generic[M]):
             )
             await self._give_up(msg, delivery, message, error, delivery.published_at)
             return
-        keep_alive = asyncio.create_task(self._report_progress(msg))
         try:
-            await self.pool.run(lambda: self._admit_and_process(message, delivery))
+            await self.pool.run(lambda: self._admit_and_process(message, delivery, owner))
         except AlreadyProcessedError:
             log.info("delivery.already_processed")
         except Exception as exc:
-            await self._failed(msg, delivery, message, exc)
+            await self._failed(msg, delivery, message, exc, owner)
             return
-        finally:
-            keep_alive.cancel()
         await msg.ack()
 
-    async def _admit_and_process(self, message: M, delivery: Delivery) -> None:
+    async def _admit_and_process(self, message: M, delivery: Delivery, owner: str) -> None:
         key = self.key(message)
-        async with UnitOfWork(self.db) as check:
-            done = await check.processed(self.service, key)
-        if done is not None:
-            # Its outputs committed with that entry; the relay publishes (or did) them.
-            log.info("delivery.repeat_ignored", key=key)
-            return
+        waited = False
+        while True:
+            async with UnitOfWork(self.db) as admission:
+                if await admission.processed(self.service, key) is not None:
+                    # Its outputs committed with that entry; the relay publishes (or did) them.
+                    log.info("delivery.repeat_ignored", key=key)
+                    return
+                if await claim(admission, self.service, key, owner, self.lease):
+                    break
+            if not waited:
+                log.info("delivery.busy_elsewhere", key=key)
+                waited = True
+            # Another worker runs it now: wait for it to finish (or for its claim to lapse)
+            # instead of running it alongside. The pool's timeout bounds the wait.
+            await asyncio.sleep(BUSY_POLL_S)
         deadline = self.deadline(message)
         if deadline is not None and deadline <= utc_now():
             raise DeadlineExceededError(f"{key} expired at {deadline.isoformat()}")
         await self.process(message, delivery)
 
-    async def _report_progress(self, msg: NatsMessage) -> None:
-        # Long runs (an agent waiting for its tools) must not look dead to the broker.
+    async def _report_progress(self, msg: NatsMessage, key: str, owner: str) -> None:
         interval = max(0.2, self.ack_wait_s / 3)
         while True:
             await asyncio.sleep(interval)
             with contextlib.suppress(Exception):
                 await msg.in_progress()
+            try:
+                async with UnitOfWork(self.db) as uow:
+                    await renew(uow, self.service, key, owner, self.lease)
+            except OutboxError as exc:
+                log.warning("delivery.claim_not_renewed", error=str(exc))
 
     async def _failed(
-        self, msg: NatsMessage, delivery: Delivery, message: M, exc: Exception
+        self, msg: NatsMessage, delivery: Delivery, message: M, exc: Exception, owner: str
     ) -> None:
         error = describe_failure(exc)
         log.warning(
             "delivery.failed", code=error.code, error=error.message, retryable=error.retryable
         )
         first_failure_at = utc_now()
+        key = self.key(message)
         try:
-            failure = await record_failure(self.db, self.service, self.key(message), error.message)
+            async with UnitOfWork(self.db) as uow:
+                failure = await record_failure(uow, self.service, key, error.message)
+                await release(uow, self.service, key, owner)
             first_failure_at = failure.first_failure_at
         except OutboxError as db_exc:
             log.warning("delivery.failure_not_recorded", error=str(db_exc))
@@ -250,8 +250,8 @@ class Consumer(ABC, Generic[M]):
             first_failure_at=first_failure_at,
             last_failure_at=utc_now(),
         )
-        outputs = list(self.failure_outputs(message, delivery, error)) if message else []
         try:
+            outputs = list(await self.on_failure(message, delivery, error)) if message else []
             async with UnitOfWork(self.db) as uow:
                 uow.publish(
                     dlq_subject(self.service),
@@ -263,9 +263,8 @@ class Consumer(ABC, Generic[M]):
                     uow.publish(
                         out.subject, out.payload, headers=out.headers, message_id=out.message_id
                     )
-        except OutboxError as exc:
-            # Not lost: the broker redelivers, and this delivery's outcome is decided again.
-            log.error("delivery.dead_letter_failed", error=str(exc))
+        except Exception as exc:
+            log.error("delivery.dead_letter_failed", error=str(exc) or type(exc).__name__)
             await msg.nack(delay=self.retry.max_delay_s)
             return
         await msg.reject()

@@ -7,16 +7,21 @@
     ├── EmbeddedBrokerError               the embedded nats-server did not start
     ├── BrokerError                       the broker refused or did not answer
     ├── HandlerError                      raised by user code; says whether to retry
+    │   ├── ModelError                    the model provider failed
+    │   └── NonDeterminismError           re-executed code asked for other steps than journaled
+    ├── BudgetExceededError               a hard budget cap stopped the run
     ├── InvalidMessageError               a message that can never be processed as it is
     ├── DeadlineExceededError             the message's deadline passed before it ran
     └── TaskFailedError                   something an agent awaited failed for good
         ├── ToolCallError                 a tool call ended with an error result
-        └── DelegationError               a child task ended failed
+        ├── DelegationError               a child task ended failed
+        └── StepFailedError               a ctx.step failed for good (also on replay)
 """
 
 from __future__ import annotations
 
-from contracts.errors import ErrorInfo
+from contracts.budget import BudgetExceeded
+from contracts.errors import ErrorCode, ErrorInfo
 
 
 class BallastError(Exception):
@@ -68,3 +73,36 @@ class InvalidMessageError(BallastError):
 
 class DeadlineExceededError(BallastError):
     """The message's deadline passed before it could run."""
+
+
+class StepFailedError(TaskFailedError):
+    """A ``ctx.step`` failed for good; a re-executed run gets the same error from the journal."""
+
+
+class ModelError(HandlerError):
+    """The model provider refused or failed the request."""
+
+
+class NonDeterminismError(HandlerError):
+    """Re-executed agent code asked for a different step than its journal holds there."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
+class BudgetExceededError(BallastError):
+    """A step would cross a hard budget cap; the run stops with status ``budget_exceeded``."""
+
+    def __init__(self, exceeded: BudgetExceeded) -> None:
+        super().__init__(
+            f"{exceeded.metric.value} cap of {exceeded.scope.value} {exceeded.scope_key} reached: "
+            f"{exceeded.spent} spent of {exceeded.limit}, {exceeded.requested} more needed"
+        )
+        self.exceeded = exceeded
+
+    def info(self) -> ErrorInfo:
+        """The wire error naming the scope, metric, limit and spend."""
+        details = self.exceeded.model_dump(mode="json")
+        return ErrorInfo(
+            code=ErrorCode.BUDGET_EXCEEDED, message=str(self), retryable=False, details=details
+        )

@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 from contracts.subjects import Stream
 from outbox import Database, JetStreamPublisher, Relay, RelayConfig
 from services.agents import AgentConsumer
+from services.breakers import SharedBreakers
 from services.broker import make_broker
 from services.delivery import Consumer
 from services.errors import ConfigurationError
@@ -67,6 +68,7 @@ class ServiceHost:
         )
         self.consumers: list[Consumer[Any]] = []
         self._waiters: list[ResultWaiter] = []
+        self.breakers: SharedBreakers | None = None
         self._relay: Relay | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -94,8 +96,11 @@ class ServiceHost:
                 max_age_s=self.settings.results_max_age_s,
             ),
         )
+        breakers = SharedBreakers(js, self.db, self.settings.breaker_policy)
+        await breakers.start()
+        self.breakers = breakers
         for spec in self.specs:
-            consumer = await self._declare(js, spec)
+            consumer = await self._declare(js, spec, breakers)
             self.consumers.append(consumer)
         self._relay = Relay(
             self.db,
@@ -110,17 +115,26 @@ class ServiceHost:
         await self.broker.start()
         log.info("host.started", host=self.name, services=[s.service for s in self.specs])
 
-    async def _declare(self, js: JetStreamContext, spec: ServiceSpec) -> Consumer[Any]:
+    async def _declare(
+        self, js: JetStreamContext, spec: ServiceSpec, breakers: SharedBreakers
+    ) -> Consumer[Any]:
         ack_wait = self.settings.ack_wait_s
         consumer: Consumer[Any]
         if isinstance(spec, AgentSpec):
             waiter = ResultWaiter(self.broker.connection, js, spec.name)
             await waiter.start()
             self._waiters.append(waiter)
-            consumer = AgentConsumer(spec, db=self.db, waiter=waiter, ack_wait_s=ack_wait)
+            consumer = AgentConsumer(
+                spec,
+                db=self.db,
+                waiter=waiter,
+                breakers=breakers,
+                prices=self.settings.prices,
+                ack_wait_s=ack_wait,
+            )
             stream = Stream.TASKS
         else:
-            consumer = ToolConsumer(spec, db=self.db, ack_wait_s=ack_wait)
+            consumer = ToolConsumer(spec, db=self.db, breakers=breakers, ack_wait_s=ack_wait)
             stream = Stream.TOOLS
         config = consumer_config(spec.service, consumer.subject, spec.pool, spec.retry, ack_wait)
         await ensure_consumer(js, stream, config)
@@ -158,6 +172,8 @@ class ServiceHost:
         self._tasks.clear()
         for waiter in self._waiters:
             await waiter.stop()
+        if self.breakers is not None:
+            await self.breakers.stop()
         await self.broker.stop()
         await self.db.dispose()
         log.info("host.stopped", host=self.name)

@@ -16,6 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 _ANY_OBJECT: dict[str, JsonValue] = {"type": "object"}
 
 
+class ModelToolCall(BaseModel):
+    """A tool call the model asked for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    name: str
+    arguments: dict[str, JsonValue] = Field(default_factory=dict)
+
+
 class ChatMessage(BaseModel):
     """One turn of a conversation."""
 
@@ -23,7 +33,10 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: tuple[ModelToolCall, ...] = ()
+    """On an assistant turn: the tool calls the model asked for."""
     tool_call_id: str | None = None
+    """On a tool turn: the call this is the result of."""
 
 
 class ToolDefinition(BaseModel):
@@ -34,16 +47,6 @@ class ToolDefinition(BaseModel):
     name: str
     description: str = ""
     parameters: dict[str, JsonValue] = Field(default_factory=lambda: dict(_ANY_OBJECT))
-
-
-class ModelToolCall(BaseModel):
-    """A tool call the model asked for."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str
-    name: str
-    arguments: dict[str, JsonValue] = Field(default_factory=dict)
 
 
 class Usage(BaseModel):

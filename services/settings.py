@@ -12,7 +12,9 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bulkheads import BreakerPolicy
 from outbox.database import sqlite_url
+from services.pricing import DEFAULT_PRICES, ModelPrice
 
 
 class Settings(BaseSettings):
@@ -60,6 +62,32 @@ class Settings(BaseSettings):
             "running handlers report progress well within it."
         ),
     )
+
+    model_prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description=(
+            "Prices per model (JSON), added to the built-in table, e.g. "
+            '{"gpt-4o-mini": {"input_usd_per_mtok": 0.15, "output_usd_per_mtok": 0.6}}.'
+        ),
+    )
+    breaker_window: int = Field(default=20, ge=1, description="Outcomes a breaker counts.")
+    breaker_minimum_calls: int = Field(default=5, ge=1)
+    breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
+    breaker_open_s: float = Field(default=30.0, gt=0, description="Pause of an open breaker.")
+
+    @property
+    def prices(self) -> dict[str, ModelPrice]:
+        """The built-in price table with the configured prices on top."""
+        return {**DEFAULT_PRICES, **self.model_prices}
+
+    @property
+    def breaker_policy(self) -> BreakerPolicy:
+        return BreakerPolicy(
+            window=self.breaker_window,
+            minimum_calls=self.breaker_minimum_calls,
+            failure_rate=self.breaker_failure_rate,
+            open_for_s=self.breaker_open_s,
+        )
 
     @property
     def embedded_nats(self) -> bool:

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, JsonValue, TypeAdapter
 
-from bulkheads import PoolConfig, RetryPolicy
+from bulkheads import LoopGuardPolicy, PoolConfig, RetryPolicy
 from contracts.subjects import agent_service, check_name, tool_service
+from services.budgets import BudgetPolicy
 from services.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from contracts.tasks import TaskRequest
-    from services.agents import AgentContext
+    from services.agent_context import AgentContext
     from services.llm import ChatModel
     from services.tools import ToolContext
 
@@ -88,6 +89,10 @@ class AgentSpec:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     description: str = ""
     model: ChatModel | None = None
+    budget: BudgetPolicy = field(default_factory=BudgetPolicy)
+    loop_guard: LoopGuardPolicy = field(default_factory=LoopGuardPolicy)
+    max_tokens: int = 1024
+    """Output tokens a model call may use (and reserves) unless the call says otherwise."""
 
     def __post_init__(self) -> None:
         check_name(self.name)

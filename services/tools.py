@@ -21,6 +21,7 @@ from contracts.errors import ErrorInfo
 from contracts.subjects import Header, result_subject, tool_subject
 from contracts.tools import ToolCall, ToolResult, ToolStatus
 from outbox import Database, UnitOfWork
+from services.breakers import SharedBreakers, is_outage
 from services.delivery import Consumer, Delivery, Output
 from services.errors import InvalidMessageError
 from services.results import result_headers
@@ -60,9 +61,12 @@ class ToolContext:
 class ToolConsumer(Consumer[ToolCall]):
     """The durable consumer of one tool."""
 
-    def __init__(self, spec: ToolSpec, *, db: Database, ack_wait_s: float) -> None:
+    def __init__(
+        self, spec: ToolSpec, *, db: Database, breakers: SharedBreakers, ack_wait_s: float
+    ) -> None:
         super().__init__(spec, subject=tool_subject(spec.name), db=db, ack_wait_s=ack_wait_s)
         self.spec = spec
+        self.breakers = breakers
 
     def parse(self, delivery: Delivery) -> ToolCall:
         call = ToolCall.model_validate_json(delivery.body)
@@ -83,7 +87,10 @@ class ToolConsumer(Consumer[ToolCall]):
         spec = self.spec
         args = spec.args_model.model_validate(message.args) if spec.args_model else message.args
         async with UnitOfWork(self.db) as uow:
-            output = await spec.fn(ToolContext(message, delivery.attempt, uow), args)
+            ctx = ToolContext(message, delivery.attempt, uow)
+            output = await self.breakers.call(
+                f"tool.{spec.name}", lambda: spec.fn(ctx, args), counts_as_failure=is_outage
+            )
             result = _answer(message, delivery, status=ToolStatus.OK, output=to_json_value(output))
             data = result.model_dump_json().encode()
             uow.mark_processed(self.service, message.call_id, data)
@@ -93,7 +100,7 @@ class ToolConsumer(Consumer[ToolCall]):
                 headers=result_headers(message.task_id, message.call_id),
             )
 
-    def failure_outputs(
+    async def on_failure(
         self, message: ToolCall, delivery: Delivery, error: ErrorInfo
     ) -> Sequence[Output]:
         return [

@@ -21,13 +21,17 @@ class TestExports:
         [
             (
                 bulkheads,
-                {"BulkheadError", "HandlerTimeoutError", "PoolConfig", "RetryPolicy", "WorkerPool"},
+                {
+                    "Admission", "BreakerPolicy", "BulkheadError", "CircuitBreaker",
+                    "CircuitOpenError", "HandlerTimeoutError", "LoopDetectedError", "LoopGuard",
+                    "LoopGuardPolicy", "PoolConfig", "RetryPolicy", "Shared", "WorkerPool",
+                },
             ),
             (
                 outbox,
                 {
                     "AlreadyProcessedError", "Database", "DatabaseError", "DeliveryFailure",
-                    "InboxEntry", "JetStreamPublisher", "Outgoing", "OutboxError",
+                    "InboxEntry", "JournalEntry", "JetStreamPublisher", "Outgoing", "OutboxError",
                     "OutboxMessage", "PublishError", "Published", "Relay", "RelayConfig",
                     "UnitOfWork", "record_failure", "sqlite_url",
                 },
@@ -35,7 +39,9 @@ class TestExports:
             (
                 contracts,
                 {
-                    "SCHEMA_VERSION", "STREAM_SUBJECTS", "ContractError", "DeadLetter",
+                    "SCHEMA_VERSION", "STREAM_SUBJECTS", "BreakerChanged", "BreakerState",
+                    "BudgetExceeded", "BudgetLimits", "BudgetMetric", "BudgetScope",
+                    "Compensation", "ContractError", "DeadLetter",
                     "ErrorCode", "ErrorInfo", "Header", "InvalidNameError", "ParentRef",
                     "Principal", "Stream", "TaskRequest", "TaskResult", "TaskStatus",
                     "ToolCall", "ToolResult", "ToolStatus", "WireModel", "new_id", "utc_now",
@@ -45,10 +51,11 @@ class TestExports:
                 services,
                 {
                     "AgentContext", "Ballast", "BallastClient", "BallastError", "BrokerError",
-                    "ConfigurationError", "DeadlineExceededError", "DelegationError",
-                    "EmbeddedBrokerError", "HandlerError", "InvalidMessageError",
-                    "ServiceHost", "Settings", "TaskFailedError", "ToolCallError",
-                    "ToolContext",
+                    "BudgetExceededError", "BudgetPolicy", "ConfigurationError",
+                    "DeadlineExceededError", "DelegationError", "EmbeddedBrokerError",
+                    "HandlerError", "InvalidMessageError", "ModelError", "NonDeterminismError",
+                    "ServiceHost", "Settings", "StepFailedError", "TaskFailedError",
+                    "ToolCallError", "ToolContext",
                 },
             ),
         ],

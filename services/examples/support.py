@@ -31,7 +31,7 @@ from contracts.subjects import event_subject
 from contracts.tasks import TaskRequest
 from contracts.wire import utc_now
 from outbox.columns import UtcDateTime
-from services.agents import AgentContext
+from services.agent_context import AgentContext
 from services.app import Ballast
 from services.llm import ChatMessage, ModelToolCall, ScriptedModel, ToolDefinition
 from services.tools import ToolContext

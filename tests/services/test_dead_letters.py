@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from bulkheads import RetryPolicy
 from contracts import ErrorCode, TaskRequest, TaskStatus, ToolCall, ToolResult, ToolStatus
 from contracts.subjects import Stream, result_subject, tool_service, tool_subject
-from services.agents import AgentContext
+from services.agent_context import AgentContext
 from services.app import Ballast
 from services.dead_letters import dead_letter_counts, dead_letters, redrive
 from services.embedded import EmbeddedNats

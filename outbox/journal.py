@@ -1,0 +1,98 @@
+"""The journal of agent runs: each step's request and outcome, written before the run goes on.
+
+A run that is executed again (after a crash, a redelivery, or for replay)
+loads its journal once and takes the outcome of every step already recorded
+instead of performing it again.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import update
+from sqlmodel import col, select
+
+from contracts.wire import utc_now
+from outbox.database import Database
+from outbox.errors import DatabaseError
+from outbox.tables import JournalEntry
+from outbox.unit_of_work import UnitOfWork
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    """Requested (a tool call or child task is out), no outcome yet."""
+    COMPLETED = "completed"
+    """Finished with a value."""
+    FAILED = "failed"
+    """Finished with an error that repeating the step cannot change."""
+
+
+async def load_journal(db: Database, task_id: str) -> dict[int, JournalEntry]:
+    """Every recorded step of ``task_id`` by its sequence number."""
+    try:
+        async with db.session() as session:
+            rows = await session.execute(
+                select(JournalEntry)
+                .where(col(JournalEntry.task_id) == task_id)
+                .order_by(col(JournalEntry.seq))
+            )
+            return {entry.seq: entry for entry in rows.scalars()}
+    except sa_exc.SQLAlchemyError as exc:
+        raise DatabaseError(f"reading the journal of {task_id} failed: {exc}") from exc
+
+
+def record_step(
+    uow: UnitOfWork,
+    *,
+    task_id: str,
+    seq: int,
+    kind: str,
+    name: str,
+    request: Any,
+    status: StepStatus,
+    outcome: Any = None,
+    usage: dict[str, Any] | None = None,
+) -> JournalEntry:
+    """Add a step to the journal, committed with ``uow``."""
+    now = utc_now()
+    entry = JournalEntry(
+        task_id=task_id,
+        seq=seq,
+        kind=kind,
+        name=name,
+        request=request,
+        status=status.value,
+        outcome=outcome,
+        usage=usage,
+        started_at=now,
+        finished_at=None if status is StepStatus.PENDING else now,
+    )
+    uow.session.add(entry)
+    return entry
+
+
+async def finish_step(
+    uow: UnitOfWork,
+    *,
+    task_id: str,
+    seq: int,
+    status: StepStatus,
+    outcome: Any,
+    usage: dict[str, Any] | None = None,
+) -> None:
+    """Record the outcome of a pending step, committed with ``uow``."""
+    values: dict[str, Any] = {"status": status.value, "outcome": outcome, "finished_at": utc_now()}
+    if usage is not None:
+        values["usage"] = usage
+    await uow.session.execute(
+        update(JournalEntry)
+        .where(
+            col(JournalEntry.task_id) == task_id,
+            col(JournalEntry.seq) == seq,
+            col(JournalEntry.status) == StepStatus.PENDING.value,
+        )
+        .values(**values)
+    )

@@ -1,0 +1,446 @@
+"""`AgentContext`: everything an agent does to the world, made durable.
+
+Each call on the context is a *step* with a deterministic key
+``<task_id>:<seq>``, numbered in the order the code makes the calls (taken at
+the call, so ``asyncio.gather`` of several calls numbers them as written). A
+step's outcome is in the journal before the code continues. When the run is
+executed again (the worker died, the message was redelivered, an operator
+replays it), steps already in the journal return their recorded outcome and
+nothing runs twice; a step that asks for something else than the journal holds
+at its position stops the run with a `NonDeterminismError`.
+
+- ``ctx.llm``: reserve budget (input estimate, ``max_tokens``), call the model
+  through its circuit breaker, record the reply and settle the budget.
+- ``ctx.tool``: the journal entry, the budget reservation and the `ToolCall`
+  outbox row commit in one transaction; the result comes back over the bus.
+- ``ctx.delegate``: the same with a child `TaskRequest`.
+- ``ctx.step``: any other non-deterministic work (time, randomness, HTTP).
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import structlog
+from pydantic import BaseModel, JsonValue
+
+from bulkheads import LoopGuard
+from contracts.budget import BudgetMetric
+from contracts.errors import ErrorCode, ErrorInfo
+from contracts.principal import Principal
+from contracts.subjects import Header, task_subject, tool_subject
+from contracts.tasks import Compensation, ParentRef, TaskRequest, TaskResult, TaskStatus
+from contracts.tools import ToolCall, ToolResult, ToolStatus
+from outbox import Database, JournalEntry, UnitOfWork
+from outbox.journal import StepStatus, finish_step, record_step
+from services.breakers import SharedBreakers, is_outage
+from services.budgets import RunBudget, Usage, model_cost
+from services.errors import (
+    BudgetExceededError,
+    ConfigurationError,
+    HandlerError,
+    ModelError,
+    StepFailedError,
+    ToolCallError,
+)
+from services.llm import ChatMessage, ChatModel, ChatReply, ToolDefinition
+from services.pricing import ModelPrice
+from services.results import ResultWaiter
+from services.specs import AgentSpec, to_json_value
+from services.steps import (
+    StepKind,
+    check_same_step,
+    completed,
+    failed,
+    is_failure,
+    is_finished,
+    replay,
+)
+
+_CHILD_TASK_NAMESPACE = uuid.UUID("6f1c1c8e-8d1e-4a53-9a57-6b1f2f7e4d10")
+
+Compensate: TypeAlias = (
+    "tuple[str, Mapping[str, Any]] | Callable[[JsonValue], tuple[str, Mapping[str, Any]]] | None"
+)
+"""A saga step: the tool (and its arguments) that undoes a completed call, or a function
+of the call's output that gives them."""
+
+
+@dataclass(slots=True)
+class Step:
+    """A step being taken: its position, what it is, and what it asked for."""
+
+    seq: int
+    kind: StepKind
+    name: str
+    request: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRuntime:
+    """What all runs of one agent in this process share."""
+
+    db: Database
+    waiter: ResultWaiter
+    breakers: SharedBreakers
+    prices: Mapping[str, ModelPrice]
+
+
+class AgentContext:
+    """The agent's door to the world; one per execution of a task."""
+
+    def __init__(
+        self,
+        spec: AgentSpec,
+        task: TaskRequest,
+        *,
+        runtime: AgentRuntime,
+        journal: dict[int, JournalEntry],
+        resumed: bool,
+    ) -> None:
+        self.spec = spec
+        self.task = task
+        self._rt = runtime
+        self._journal = journal
+        self._resumed = resumed
+        self._seq = 0
+        self._guard = LoopGuard(spec.loop_guard)
+        self.budget = RunBudget(spec.budget, task)
+        self.log = structlog.get_logger("ballast.agent").bind(agent=spec.name)
+
+    @property
+    def principal(self) -> Principal:
+        return self.task.principal
+
+    @property
+    def journal(self) -> Mapping[int, JournalEntry]:
+        """The steps recorded so far (as loaded, plus those of this execution)."""
+        return self._journal
+
+    def _next(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def key(self, seq: int) -> str:
+        """The step key: ``<task_id>:<seq>``, or ``<task_id>:c<n>`` for compensation n."""
+        return f"{self.task.task_id}:{seq}" if seq > 0 else f"{self.task.task_id}:c{-seq}"
+
+    def _recorded(self, step: Step) -> JournalEntry | None:
+        entry = self._journal.get(step.seq)
+        if entry is not None:
+            check_same_step(entry, step.kind, step.name)
+        return entry
+
+    def _replay(self, entry: JournalEntry) -> JsonValue:
+        if entry.kind != StepKind.COMPENSATION:
+            self._guard.after_step(failed=is_failure(entry))
+        return replay(entry)
+
+    # ------------------------------------------------------------------ model
+
+    async def llm(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[ToolDefinition] = (),
+        max_tokens: int | None = None,
+    ) -> ChatReply:
+        """Ask the agent's model; ``max_tokens`` (default: the agent's) bounds the reservation."""
+        model = self._model()
+        step = Step(self._next(), StepKind.LLM, model.name)
+        entry = self._recorded(step)
+        if entry is not None and is_finished(entry):
+            return ChatReply.model_validate(self._replay(entry))
+        limit = max_tokens or self.spec.max_tokens
+        step.request = {
+            "messages": [m.model_dump(mode="json") for m in messages],
+            "tools": [t.model_dump(mode="json") for t in tools],
+            "max_tokens": limit,
+        }
+        price = self._rt.prices.get(model.name)
+        # Upper bounds, so that settling can never exceed what was reserved:
+        # a token is at least one byte, and each message adds a few tokens of framing.
+        estimate_in = sum(len(m.content.encode()) + 8 for m in messages)
+        await self._reserve_alone(
+            step,
+            {
+                BudgetMetric.STEPS: 1,
+                BudgetMetric.INPUT_TOKENS: estimate_in,
+                BudgetMetric.OUTPUT_TOKENS: limit,
+                BudgetMetric.COST_USD: model_cost(
+                    price, model.name, self.budget, (estimate_in, limit)
+                ),
+            },
+        )
+        try:
+            reply = await self._rt.breakers.call(
+                f"llm.{model.name}",
+                lambda: model.complete(messages, tools=tools, max_tokens=limit),
+                counts_as_failure=is_outage,
+            )
+        except ModelError as exc:
+            if exc.retryable:
+                raise  # not journaled: the run is retried and asks again
+            error = ErrorInfo.from_exception(exc, code=ErrorCode.PROVIDER_ERROR, retryable=False)
+            await self._record(step, failed(error), {})
+            self._guard.after_step(failed=True)
+            raise StepFailedError(f"model {model.name} refused the request: {exc}", error) from exc
+        tokens = (reply.usage.input_tokens, reply.usage.output_tokens)
+        cost = model_cost(price, model.name, self.budget, tokens)
+        spent: Usage = {
+            BudgetMetric.STEPS: 1,
+            BudgetMetric.INPUT_TOKENS: tokens[0],
+            BudgetMetric.OUTPUT_TOKENS: tokens[1],
+            BudgetMetric.COST_USD: cost,
+        }
+        usage = {
+            "model": model.name,
+            "input_tokens": tokens[0],
+            "output_tokens": tokens[1],
+            "cost_micro_usd": cost,
+        }
+        await self._record(step, completed(reply.model_dump(mode="json")), spent, usage=usage)
+        self._guard.after_step(failed=False)
+        return reply
+
+    def _model(self) -> ChatModel:
+        if self.spec.model is None:
+            raise ConfigurationError(
+                f"agent {self.spec.name} called ctx.llm but was declared without a model"
+            )
+        return self.spec.model
+
+    # ------------------------------------------------------------------ tools and children
+
+    def tool(
+        self,
+        name: str,
+        args: Mapping[str, Any] | BaseModel,
+        *,
+        compensate: Compensate = None,
+    ) -> Awaitable[JsonValue]:
+        """Call tool ``name``; its output, or `ToolCallError` if it failed for good.
+
+        ``compensate`` registers the call that undoes this one if the task fails later.
+        """
+        data = args.model_dump(mode="json") if isinstance(args, BaseModel) else dict(args)
+        return self._tool(Step(self._next(), StepKind.TOOL, name, {"args": data}), compensate)
+
+    def delegate(self, agent: str, input: Mapping[str, Any]) -> Awaitable[JsonValue]:
+        """Run a child task on ``agent``; its output, or `DelegationError` if it failed."""
+        return self._delegate(Step(self._next(), StepKind.DELEGATE, agent), dict(input))
+
+    async def _tool(self, step: Step, compensate: Compensate) -> JsonValue:
+        saga = step.kind is StepKind.COMPENSATION
+        args = step.request["args"]
+        entry = self._recorded(step)
+        if not saga:
+            self._guard.before_call(step.name, args)
+        if entry is not None and is_finished(entry):
+            return self._replay(entry)
+        key = self.key(step.seq)
+        call = ToolCall(
+            call_id=key,
+            tool=step.name,
+            args=args,
+            task_id=self.task.task_id,
+            agent=self.spec.name,
+            principal=self.task.principal,
+            deadline=None if saga else self.task.deadline,
+        )
+        cost: Usage = {} if saga else {BudgetMetric.STEPS: 1, BudgetMetric.TOOL_CALLS: 1}
+        data = await self._request(step, tool_subject(step.name), call, key, cost, sent=entry)
+        result = ToolResult.model_validate_json(data)
+        if result.status is ToolStatus.OK:
+            outcome = completed(result.output, **_compensation(compensate, result.output))
+        else:
+            assert result.error is not None  # guaranteed by the model
+            outcome = failed(result.error)
+        return self._replay(await self._finish(step, outcome, cost))
+
+    async def _delegate(self, step: Step, input: dict[str, Any]) -> JsonValue:
+        entry = self._recorded(step)
+        if entry is not None and is_finished(entry):
+            return self._replay(entry)
+        key = self.key(step.seq)
+        child = TaskRequest(
+            task_id=uuid.uuid5(_CHILD_TASK_NAMESPACE, key).hex,
+            agent=step.name,
+            input=input,
+            principal=self.task.principal,  # a child never has more rights than its parent
+            session_id=self.task.session_id,
+            parent=ParentRef(agent=self.spec.name, task_id=self.task.task_id, step_key=key),
+            deadline=self.task.deadline,
+        )
+        step.request = {"input": input, "task_id": child.task_id}
+        cost: Usage = {BudgetMetric.STEPS: 1}
+        subject = task_subject(step.name)
+        data = await self._request(step, subject, child, child.task_id, cost, sent=entry)
+        result = TaskResult.model_validate_json(data)
+        if result.status is TaskStatus.COMPLETED:
+            outcome = completed(result.output)
+        else:
+            assert result.error is not None  # guaranteed by the model
+            outcome = failed(result.error)
+        return self._replay(await self._finish(step, outcome, cost))
+
+    async def _request(
+        self,
+        step: Step,
+        subject: str,
+        message: BaseModel,
+        message_id: str,
+        cost: Usage,
+        *,
+        sent: JournalEntry | None,
+    ) -> bytes:
+        """Send ``message`` (unless the journal says it was sent) and wait for its result."""
+        key = self.key(step.seq)
+        scan = sent is not None or self._resumed
+        async with self._rt.waiter.expect(self.task.task_id, key, scan_first=scan) as pending:
+            if sent is None:
+                try:
+                    async with UnitOfWork(self._rt.db) as uow:
+                        await self.budget.reserve(uow, key, cost)
+                        self._journal[step.seq] = record_step(
+                            uow, task_id=self.task.task_id, seq=step.seq, kind=step.kind.value,
+                            name=step.name, request=step.request, status=StepStatus.PENDING,
+                        )  # fmt: skip
+                        headers = self._headers()
+                        uow.publish(subject, message, message_id=message_id, headers=headers)
+                except BudgetExceededError as exc:
+                    self._journal.pop(step.seq, None)
+                    await self._refuse(step, exc)
+                    raise
+            return await pending.get()
+
+    def _headers(self) -> dict[str, str]:
+        headers = {Header.TASK_ID: self.task.task_id}
+        if self.task.deadline is not None:
+            headers[Header.DEADLINE] = self.task.deadline.isoformat()
+        return headers
+
+    # ------------------------------------------------------------------ any other work
+
+    async def step(self, name: str, fn: Callable[[], Any]) -> JsonValue:
+        """Run ``fn`` (sync or async) once for this task and journal what it returned.
+
+        Its value must be JSON data (or a pydantic model). A retryable exception is
+        not journaled (the run is retried and ``fn`` runs again); a
+        ``HandlerError(retryable=False)`` is journaled and raised as `StepFailedError`,
+        also on every re-execution.
+        """
+        step = Step(self._next(), StepKind.STEP, name)
+        entry = self._recorded(step)
+        if entry is not None and is_finished(entry):
+            return self._replay(entry)
+        await self._reserve_alone(step, {BudgetMetric.STEPS: 1})
+        try:
+            value = fn()
+            if inspect.isawaitable(value):
+                value = await value
+        except HandlerError as exc:
+            if exc.retryable:
+                raise
+            error = ErrorInfo.from_exception(exc, code=ErrorCode.HANDLER_ERROR, retryable=False)
+            await self._record(step, failed(error), {})
+            self._guard.after_step(failed=True)
+            raise StepFailedError(f"step {name} failed: {exc}", error) from exc
+        output = to_json_value(value)
+        await self._record(step, completed(output), {BudgetMetric.STEPS: 1})
+        self._guard.after_step(failed=False)
+        return output
+
+    # ------------------------------------------------------------------ journal and budget
+
+    async def _reserve_alone(self, step: Step, amounts: Usage) -> None:
+        """Reserve before local work (a model call, a step); skipped when nothing is capped."""
+        if not self.budget.caps:
+            return
+        try:
+            async with UnitOfWork(self._rt.db) as uow:
+                await self.budget.reserve(uow, self.key(step.seq), amounts)
+        except BudgetExceededError as exc:
+            await self._refuse(step, exc)
+            raise
+
+    async def _refuse(self, step: Step, exc: BudgetExceededError) -> None:
+        # Journaled, so that a re-executed run stops at the same step for the same reason.
+        await self._record(step, failed(exc.info()), {})
+
+    async def _record(
+        self,
+        step: Step,
+        outcome: dict[str, Any],
+        spent: Usage,
+        *,
+        usage: dict[str, Any] | None = None,
+    ) -> None:
+        status = StepStatus.FAILED if "error" in outcome else StepStatus.COMPLETED
+        async with UnitOfWork(self._rt.db) as uow:
+            self._journal[step.seq] = record_step(
+                uow, task_id=self.task.task_id, seq=step.seq, kind=step.kind.value,
+                name=step.name, request=step.request, status=status, outcome=outcome, usage=usage,
+            )  # fmt: skip
+            await self.budget.settle(uow, self.key(step.seq), spent)
+
+    async def _finish(self, step: Step, outcome: dict[str, Any], spent: Usage) -> JournalEntry:
+        status = StepStatus.FAILED if "error" in outcome else StepStatus.COMPLETED
+        task_id = self.task.task_id
+        async with UnitOfWork(self._rt.db) as uow:
+            await finish_step(uow, task_id=task_id, seq=step.seq, status=status, outcome=outcome)
+            await self.budget.settle(uow, self.key(step.seq), spent)
+        entry = self._journal[step.seq]  # pending: recorded when the request was sent
+        entry.status = status.value
+        entry.outcome = outcome
+        return entry
+
+    # ------------------------------------------------------------------ sagas
+
+    async def compensate(self) -> list[Compensation]:
+        """Undo the completed steps that registered a compensation, newest first.
+
+        Each compensation is a journaled tool call (``<task_id>:c<n>``), so a run that
+        fails again after a crash does not compensate twice. A compensation that fails
+        is reported, and the others still run.
+        """
+        undo = sorted(
+            (
+                e
+                for e in self._journal.values()
+                if e.seq > 0
+                and e.status == StepStatus.COMPLETED.value
+                and isinstance(e.outcome, dict)
+                and "compensate" in e.outcome
+            ),
+            key=lambda e: e.seq,
+            reverse=True,
+        )
+        done = []
+        for n, entry in enumerate(undo, start=1):
+            spec = entry.outcome["compensate"]
+            step = Step(-n, StepKind.COMPENSATION, spec["tool"], {"args": spec["args"]})
+            try:
+                await self._tool(step, None)
+                ok, error = True, None
+            except ToolCallError as exc:
+                ok, error = False, exc.error
+            done.append(
+                Compensation(
+                    step_key=self.key(entry.seq), tool=spec["tool"], args=spec["args"],
+                    ok=ok, error=error,
+                )
+            )  # fmt: skip
+            self.log.info("saga.compensated", step=entry.seq, tool=spec["tool"], ok=ok)
+        return done
+
+
+def _compensation(compensate: Compensate, output: JsonValue) -> dict[str, Any]:
+    if compensate is None:
+        return {}
+    tool, args = compensate(output) if callable(compensate) else compensate
+    return {"compensate": {"tool": tool, "args": dict(args)}}

@@ -1,0 +1,82 @@
+"""Steps of an agent run as the journal records them, and how a recorded step is replayed.
+
+A recorded outcome is ``{"value": ...}`` or ``{"error": <ErrorInfo>}``; a completed
+tool call may add ``"compensate": {"tool": ..., "args": ...}`` (its saga step).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import JsonValue
+
+from contracts.budget import BudgetExceeded
+from contracts.errors import ErrorCode, ErrorInfo
+from outbox import JournalEntry
+from outbox.journal import StepStatus
+from services.errors import (
+    BudgetExceededError,
+    DelegationError,
+    NonDeterminismError,
+    StepFailedError,
+    TaskFailedError,
+    ToolCallError,
+)
+
+
+class StepKind(StrEnum):
+    """What a journaled step was."""
+
+    LLM = "llm"
+    TOOL = "tool"
+    DELEGATE = "delegate"
+    STEP = "step"
+    COMPENSATION = "compensation"
+
+
+_FAILURES: dict[str, type[TaskFailedError]] = {
+    StepKind.TOOL: ToolCallError,
+    StepKind.COMPENSATION: ToolCallError,
+    StepKind.DELEGATE: DelegationError,
+}
+
+
+def completed(value: JsonValue, **extra: Any) -> dict[str, Any]:
+    return {"value": value, **extra}
+
+
+def failed(error: ErrorInfo) -> dict[str, Any]:
+    return {"error": error.model_dump(mode="json")}
+
+
+def check_same_step(entry: JournalEntry, kind: StepKind, name: str) -> None:
+    """Raise `NonDeterminismError` if the journal holds another step at this position."""
+    if entry.kind != kind.value or entry.name != name:
+        raise NonDeterminismError(
+            f"task {entry.task_id}, step {entry.seq}: the journal holds {entry.kind} "
+            f"{entry.name!r} but the code now asks for {kind.value} {name!r}; the agent's code "
+            "changed while this task was running (finish or fail such tasks before deploying "
+            "code that reorders steps)"
+        )
+
+
+def is_finished(entry: JournalEntry) -> bool:
+    return entry.status != StepStatus.PENDING.value
+
+
+def is_failure(entry: JournalEntry) -> bool:
+    return entry.status == StepStatus.FAILED.value
+
+
+def replay(entry: JournalEntry) -> JsonValue:
+    """The recorded value of a finished step, or its recorded failure raised again."""
+    outcome = entry.outcome or {}
+    if entry.status == StepStatus.COMPLETED.value:
+        value: JsonValue = outcome.get("value")
+        return value
+    error = ErrorInfo.model_validate(outcome["error"])
+    if error.code is ErrorCode.BUDGET_EXCEEDED:
+        raise BudgetExceededError(BudgetExceeded.model_validate(error.details))
+    failure = _FAILURES.get(entry.kind, StepFailedError)
+    raise failure(f"{entry.kind} {entry.name} failed: {error.message}", error)
