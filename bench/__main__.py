@@ -20,8 +20,9 @@ from rich.table import Table
 
 from bench.common import RUNS, Figure, fresh_broker, machine, repeat
 from bench.databases import postgres_available, postgres_database, sqlite_database
-from bench.raw_nats import consume_rate, publish_rate
+from bench.raw_nats import consume_rate, publish_rate, round_trip_ms
 from bench.relay import relay_rate
+from bench.runtime import step_overhead_ms, summary, task_rate
 from bench.tool_calls import tool_call_rate
 from services.embedded import EmbeddedNats
 from services.logging import configure_logging
@@ -76,11 +77,25 @@ async def measure(console: Console) -> list[Figure]:
                     )
                 )  # fmt: skip
 
+        console.print("round trips ...")
+        raw_trips: list[list[float]] = []
+        for _ in range(RUNS):
+            raw_trips.append(await round_trip_ms(server, n(300)))
+        raw_p50 = Figure("raw: round trip p50 (request -> pull -> reply)", "ms")
+        raw_p99 = Figure("raw: round trip p99", "ms")
+        for samples in raw_trips:
+            median, tail = summary(samples)
+            raw_p50.runs.append(median)
+            raw_p99.runs.append(tail)
+        figures += [raw_p50, raw_p99]
+
         console.print("tool calls through the service host ...")
         calls = n(2_000)
-        databases = [("SQLite", sqlite_database)] + (
-            [("PostgreSQL", postgres_database)] if pg else []
-        )
+        databases: list[tuple[str, Callable[[], AbstractAsyncContextManager[str]]]] = [
+            ("SQLite", sqlite_database)
+        ]
+        if pg:
+            databases.append(("PostgreSQL", postgres_database))
         for label, database in databases:
             figure = Figure(
                 f"e2e: durable tool calls, 1 process, {label}",
@@ -89,7 +104,37 @@ async def measure(console: Console) -> list[Figure]:
                 note="validate, inbox check, no-op tool, inbox + result commit, relay",
             )
             figures.append(await repeat(figure, partial(_tool_calls, server, database, calls)))
+
+        console.print("durable runtime ...")
+        for label, database in databases:
+            shaped = Figure(
+                f"runtime: tasks/s, 1 model step + 3 tool calls, {label}",
+                "tasks/s",
+                reference=consume_publish.name,
+                note="each task is 4 durable steps",
+            )
+            figures.append(await repeat(shaped, partial(_tasks, server, database, n(300))))
+            p50 = Figure(
+                f"runtime: step overhead p50, low load, {label}", "ms", reference=raw_p50.name
+            )
+            p99 = Figure(
+                f"runtime: step overhead p99, low load, {label}", "ms", reference=raw_p99.name
+            )
+            for _ in range(RUNS):
+                async with database() as url:
+                    samples = await step_overhead_ms(server, url, n(300) // 10)
+                median, tail = summary(samples)
+                p50.runs.append(median)
+                p99.runs.append(tail)
+            figures += [p50, p99]
     return figures
+
+
+async def _tasks(
+    server: EmbeddedNats, database: Callable[[], AbstractAsyncContextManager[str]], tasks: int
+) -> float:
+    async with database() as url:
+        return await task_rate(server, url, tasks)
 
 
 async def _tool_calls(
@@ -106,12 +151,12 @@ def render(figures: list[Figure], console: Console) -> None:
         table.add_column(column, justify="right" if column in ("median", "vs raw") else "left")
     for f in figures:
         ref = by_name.get(f.reference or "")
-        ratio = f"{f.median / ref.median:.2f}x" if ref else ""
+        ratio = f"{f.median / ref.median:.3g}x" if ref else ""
         table.add_row(
             f.name,
-            f"{f.median:,.0f}",
+            f"{f.median:,.0f}" if f.unit != "ms" else f"{f.median:.2f}",
             f.unit,
-            " ".join(f"{r:,.0f}" for r in f.runs),
+            " ".join(f"{r:,.0f}" if f.unit != "ms" else f"{r:.2f}" for r in f.runs),
             ratio,
             ref.name if ref else "",
         )
@@ -120,7 +165,7 @@ def render(figures: list[Figure], console: Console) -> None:
 
 def main() -> None:
     configure_logging("console", "warning")
-    console = Console()
+    console = Console(width=None if Console().is_terminal else 160)
     facts = machine()
     console.print(" | ".join(f"{k}: {v}" for k, v in facts.items()))
     started = time.time()

@@ -74,3 +74,39 @@ async def consume_rate(server: EmbeddedNats, count: int, *, reply: bool = False)
     result = rate(count, started)
     await nc.close()
     return result
+
+
+async def round_trip_ms(server: EmbeddedNats, count: int) -> list[float]:
+    """One at a time: publish a request to a stream, a pull consumer publishes a reply to a
+    second stream and acks, the requester receives the reply: the raw shape of one step."""
+    nc = await nats.connect(server.url)
+    js = nc.jetstream()
+    prefix = f"rt{uuid.uuid4().hex[:8]}"
+    stream = await _stream(js, prefix)
+    sub = await js.pull_subscribe(f"{prefix}.req", durable="rt", stream=stream)
+    replies: asyncio.Queue[float] = asyncio.Queue()
+
+    async def on_reply(msg: object) -> None:
+        replies.put_nowait(time.perf_counter())
+
+    await nc.subscribe(f"{prefix}.rep", cb=on_reply)
+
+    async def serve() -> None:
+        while True:
+            try:
+                msgs = await sub.fetch(1, timeout=1)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            for m in msgs:
+                await js.publish(f"{prefix}.rep", m.data)
+                await m.ack()
+
+    server_task = asyncio.create_task(serve())
+    samples = []
+    for i in range(count):
+        sent = time.perf_counter()
+        await js.publish(f"{prefix}.req", PAYLOAD, headers={"Nats-Msg-Id": f"r{i}"})
+        samples.append((await asyncio.wait_for(replies.get(), 10) - sent) * 1000)
+    server_task.cancel()
+    await nc.close()
+    return samples

@@ -1,0 +1,126 @@
+"""The durable runtime: tasks per second and the orchestration cost of one step.
+
+- Tasks/s for the demo's shape: one model step (scripted, zero latency) and three
+  tool calls to a no-op tool, agent and tool hosted in one process.
+- Overhead per step: tasks run one at a time (low load), each making ten no-op
+  tool calls; a step's time is from its journal entry being written to its
+  outcome being written (the call's whole round trip through outbox, relay,
+  broker, tool host and back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, JsonValue
+from sqlmodel import col, select
+
+from bench.common import rate
+from bulkheads import PoolConfig
+from contracts import Principal, TaskRequest, TaskStatus
+from outbox import JournalEntry
+from services.agent_context import AgentContext
+from services.app import Ballast
+from services.client import BallastClient
+from services.embedded import EmbeddedNats
+from services.host import ServiceHost
+from services.llm import ChatMessage, ModelToolCall, ScriptedModel, ToolDefinition
+from services.settings import Settings
+from services.tools import ToolContext
+
+PRINCIPAL = Principal(user_id="bench", tenant="bench")
+
+
+class Args(BaseModel):
+    n: int
+
+
+def _plan(
+    messages: Sequence[ChatMessage], tools: Sequence[ToolDefinition]
+) -> str | list[ModelToolCall]:
+    return "call the tools"
+
+
+def _app(tool_calls: int, *, model_step: bool) -> tuple[Ballast, str]:
+    app = Ballast("bench")
+    tool, agent = f"noop_{uuid.uuid4().hex[:6]}", f"agent_{uuid.uuid4().hex[:6]}"
+
+    @app.tool(tool, pool=PoolConfig(size=64, timeout_s=60))
+    async def noop(ctx: ToolContext, args: Args) -> int:
+        return args.n
+
+    @app.agent(
+        agent, model=ScriptedModel("scripted-bench", _plan), pool=PoolConfig(size=64, timeout_s=120)
+    )
+    async def run(ctx: AgentContext, task: TaskRequest) -> JsonValue:
+        if model_step:
+            await ctx.llm([ChatMessage(role="user", content="go")])
+        return [await ctx.tool(tool, {"n": i}) for i in range(tool_calls)]
+
+    return app, agent
+
+
+def _settings(server: EmbeddedNats, database_url: str, data_dir: Path) -> Settings:
+    return Settings(nats_url=server.url, database_url=database_url, data_dir=data_dir)
+
+
+async def task_rate(server: EmbeddedNats, database_url: str, tasks: int) -> float:
+    """Demo-shaped tasks (1 model step + 3 tool calls) per second, all submitted at once."""
+    app, agent = _app(tool_calls=3, model_step=True)
+    with tempfile.TemporaryDirectory(prefix="ballast-bench-") as tmp:
+        async with (
+            ServiceHost(_settings(server, database_url, Path(tmp)), app.specs, name="bench"),
+            BallastClient(server.url) as client,
+        ):
+            requests = [TaskRequest(agent=agent, principal=PRINCIPAL) for _ in range(tasks)]
+            started = time.perf_counter()
+            waits = [asyncio.create_task(client.wait(r.task_id, timeout_s=600)) for r in requests]
+            await asyncio.gather(*(client.submit(r) for r in requests))
+            results = await asyncio.gather(*waits)
+            result = rate(tasks, started)
+    if any(r.status is not TaskStatus.COMPLETED for r in results):
+        raise RuntimeError("a benchmark task did not complete")
+    return result
+
+
+async def step_overhead_ms(server: EmbeddedNats, database_url: str, tasks: int) -> list[float]:
+    """Per-step round trips (ms) of tasks run one at a time, ten tool calls each."""
+    app, agent = _app(tool_calls=10, model_step=False)
+    with tempfile.TemporaryDirectory(prefix="ballast-bench-") as tmp:
+        async with (
+            ServiceHost(
+                _settings(server, database_url, Path(tmp)), app.specs, name="bench"
+            ) as host,
+            BallastClient(server.url) as client,
+        ):
+            ids = []
+            for _ in range(tasks):
+                request = TaskRequest(agent=agent, principal=PRINCIPAL)
+                await client.run(request, timeout_s=60)
+                ids.append(request.task_id)
+            async with host.db.session() as session:
+                rows = await session.execute(
+                    select(JournalEntry).where(col(JournalEntry.task_id).in_(ids))
+                )
+                entries = rows.scalars().all()
+    return [
+        (e.finished_at - e.started_at).total_seconds() * 1000
+        for e in entries
+        if e.finished_at is not None and e.kind == "tool"
+    ]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) by the nearest-rank method."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+def summary(values: Sequence[float]) -> tuple[float, float]:
+    return statistics.median(values), percentile(values, 99)
