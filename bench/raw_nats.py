@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 
@@ -108,5 +109,7 @@ async def round_trip_ms(server: EmbeddedNats, count: int) -> list[float]:
         await js.publish(f"{prefix}.req", PAYLOAD, headers={"Nats-Msg-Id": f"r{i}"})
         samples.append((await asyncio.wait_for(replies.get(), 10) - sent) * 1000)
     server_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await server_task
     await nc.close()
     return samples

@@ -10,6 +10,9 @@ the `TaskResult` from ``ballast.event.task.<status>``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+from collections import OrderedDict
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Self
@@ -19,6 +22,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
@@ -30,6 +34,11 @@ from services.errors import BrokerError
 LOOKBACK = timedelta(minutes=5)
 """How far back `wait` looks for a result, for tasks that may have ended before it started."""
 
+SEEN_LIMIT = 10_000
+"""Task results a client remembers for waits that come after the result."""
+
+TASK_EVENTS = f"{PREFIX}.event.task.>"
+
 
 class BallastClient:
     """A connection to the broker for submitting tasks. Use with ``async with``."""
@@ -39,6 +48,9 @@ class BallastClient:
         self.publish_timeout_s = publish_timeout_s
         """How long `submit` keeps trying while the broker is unreachable."""
         self._nc: Client | None = None
+        self._watcher: Subscription | None = None
+        self._waiting: dict[str, asyncio.Future[TaskResult]] = {}
+        self._seen: OrderedDict[str, TaskResult] = OrderedDict()
 
     @property
     def nc(self) -> Client:
@@ -62,6 +74,10 @@ class BallastClient:
             ) from exc
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self._watcher.unsubscribe()
+            self._watcher = None
         if self._nc is not None:
             await self._nc.drain()
             self._nc = None
@@ -109,25 +125,60 @@ class BallastClient:
     async def wait(
         self, task_id: str, *, timeout_s: float, since: datetime | None = None
     ) -> TaskResult:
-        """The result of ``task_id``; raises TimeoutError if it does not end in time."""
-        found: asyncio.Future[TaskResult] = asyncio.get_running_loop().create_future()
+        """The result of ``task_id``; raises TimeoutError if it does not end in time.
 
+        All waits of a client share one watcher of ``ballast.event.task.>``, started
+        at the first wait (looking back `LOOKBACK` before ``since``), and remember what
+        they saw, so a task that ended before its wait began is found too.
+        """
+        if task_id in self._seen:
+            return self._seen[task_id]
+        if self._watcher is None:
+            self._watcher = await self._watch_events((since or utc_now()) - LOOKBACK)
+        found = self._waiting.setdefault(task_id, asyncio.get_running_loop().create_future())
+        try:
+            return await asyncio.wait_for(asyncio.shield(found), timeout_s)
+        finally:
+            if found.done() or found.cancelled():
+                self._waiting.pop(task_id, None)
+
+    async def _watch_events(self, start: datetime) -> Subscription:
         async def on_event(msg: Msg) -> None:
-            if (msg.headers or {}).get(Header.TASK_ID) == task_id and not found.done():
-                found.set_result(TaskResult.model_validate_json(msg.data))
+            result = TaskResult.model_validate_json(msg.data)
+            self._seen[result.task_id] = result
+            while len(self._seen) > SEEN_LIMIT:
+                self._seen.popitem(last=False)
+            waiting = self._waiting.get(result.task_id)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(result)
 
-        start = (since or utc_now()) - LOOKBACK
-        sub = await self.js.subscribe(
-            f"{PREFIX}.event.task.>",
+        # Start at a sequence, not a time: nats-py re-creates an ordered consumer from its
+        # last sequence, and the server refuses a start sequence beside a start time.
+        return await self.js.subscribe(
+            TASK_EVENTS,
             stream=Stream.EVENTS.value,
             cb=on_event,
             ordered_consumer=True,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start),
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=await self._first_sequence_since(start),
+            ),
         )
-        try:
-            return await asyncio.wait_for(found, timeout_s)
-        finally:
-            await sub.unsubscribe()
+
+    async def _first_sequence_since(self, start: datetime) -> int:
+        """The sequence of the first task event at or after ``start`` (or the next one)."""
+        request = {
+            "start_time": start.isoformat().replace("+00:00", "Z"),
+            "next_by_subj": TASK_EVENTS,
+        }
+        reply = await self.nc.request(
+            f"$JS.API.DIRECT.GET.{Stream.EVENTS.value}", json.dumps(request).encode(), timeout=5
+        )
+        sequence = (reply.headers or {}).get("Nats-Sequence")
+        if sequence is not None:
+            return int(sequence)
+        info = await self.js.stream_info(Stream.EVENTS.value)
+        return int(info.state.last_seq) + 1
 
     async def run(self, task: TaskRequest, *, timeout_s: float = 60.0) -> TaskResult:
         """Submit ``task`` and wait for its result."""

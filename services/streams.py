@@ -47,8 +47,9 @@ def stream_config(stream: Stream, settings: StreamSettings) -> StreamConfig:
         num_replicas=settings.replicas,
         duplicate_window=settings.dedup_window_s,
         max_age=DLQ_MAX_AGE_S if stream is Stream.DLQ else settings.max_age_s,
-        # Results are read back by subject when a run resumes after a crash.
-        allow_direct=stream is Stream.RESULTS,
+        # Results are read back by subject when a run resumes after a crash, and clients
+        # find where to start watching events by time: both use direct gets.
+        allow_direct=stream in (Stream.RESULTS, Stream.EVENTS),
     )
 
 
