@@ -130,6 +130,14 @@ class AgentConsumer(Consumer[TaskRequest]):
             for out in [*_announce(result), *extra]:
                 uow.publish(out.subject, out.payload, headers=out.headers)
 
+    def repeat_outputs(self, message: TaskRequest, stored: bytes | None) -> Sequence[Output]:
+        # A parent that delegated again after a crash gets the child's stored result.
+        if stored is None or message.parent is None:
+            return ()
+        parent = message.parent
+        subject = result_subject(parent.agent, parent.task_id)
+        return [Output(subject, stored, result_headers(parent.task_id, parent.step_key))]
+
     async def on_failure(
         self, message: TaskRequest, delivery: Delivery, error: ErrorInfo
     ) -> Sequence[Output]:

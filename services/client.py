@@ -48,7 +48,7 @@ class BallastClient:
         self.publish_timeout_s = publish_timeout_s
         """How long `submit` keeps trying while the broker is unreachable."""
         self._nc: Client | None = None
-        self._watcher: Subscription | None = None
+        self._watcher: asyncio.Future[Subscription] | None = None
         self._waiting: dict[str, asyncio.Future[TaskResult]] = {}
         self._seen: OrderedDict[str, TaskResult] = OrderedDict()
 
@@ -76,7 +76,7 @@ class BallastClient:
     async def close(self) -> None:
         if self._watcher is not None:
             with contextlib.suppress(nats.errors.Error):
-                await self._watcher.unsubscribe()
+                await (await self._watcher).unsubscribe()
             self._watcher = None
         if self._nc is not None:
             await self._nc.drain()
@@ -134,7 +134,13 @@ class BallastClient:
         if task_id in self._seen:
             return self._seen[task_id]
         if self._watcher is None:
-            self._watcher = await self._watch_events((since or utc_now()) - LOOKBACK)
+            # One watcher for all waits, also when many start at once.
+            self._watcher = asyncio.ensure_future(
+                self._watch_events((since or utc_now()) - LOOKBACK)
+            )
+        await self._watcher
+        if task_id in self._seen:
+            return self._seen[task_id]
         found = self._waiting.setdefault(task_id, asyncio.get_running_loop().create_future())
         try:
             return await asyncio.wait_for(asyncio.shield(found), timeout_s)

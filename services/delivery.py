@@ -87,7 +87,7 @@ class Output:
     """A message a consumer publishes through the outbox."""
 
     subject: str
-    payload: BaseModel
+    payload: BaseModel | bytes
     headers: dict[str, str] = field(default_factory=dict)
     message_id: str | None = None
 
@@ -125,6 +125,10 @@ class Consumer(ABC, Generic[M]):
         Called only for a message not processed before, not past its deadline, and
         claimed by this worker (marking it processed ends the claim).
         """
+
+    def repeat_outputs(self, message: M, stored: bytes | None) -> Sequence[Output]:
+        """What to send again when a processed message comes back (its stored result)."""
+        return ()
 
     @abstractmethod
     async def on_failure(
@@ -177,9 +181,13 @@ class Consumer(ABC, Generic[M]):
         waited = False
         while True:
             async with UnitOfWork(self.db) as admission:
-                if await admission.processed(self.service, key) is not None:
-                    # Its outputs committed with that entry; the relay publishes (or did) them.
-                    log.info("delivery.repeat_ignored", key=key)
+                done = await admission.processed(self.service, key)
+                if done is not None:
+                    # Nothing runs again; the stored result answers the repeat (the
+                    # original answer may have aged out of its stream).
+                    log.info("delivery.repeat_answered", key=key)
+                    for out in self.repeat_outputs(message, done.result):
+                        admission.publish(out.subject, out.payload, headers=out.headers)
                     return
                 if await claim(admission, self.service, key, owner, self.lease):
                     break

@@ -100,6 +100,12 @@ class ToolConsumer(Consumer[ToolCall]):
                 headers=result_headers(message.task_id, message.call_id),
             )
 
+    def repeat_outputs(self, message: ToolCall, stored: bytes | None) -> Sequence[Output]:
+        if stored is None:
+            return ()
+        subject = result_subject(message.agent, message.task_id)
+        return [Output(subject, stored, result_headers(message.task_id, message.call_id))]
+
     async def on_failure(
         self, message: ToolCall, delivery: Delivery, error: ErrorInfo
     ) -> Sequence[Output]:

@@ -6,9 +6,10 @@ import asyncio
 
 from pydantic import BaseModel
 
-from contracts.subjects import Stream, tool_service, tool_subject
+from contracts.subjects import Stream, result_subject, tool_service, tool_subject
 from services.app import Ballast
 from services.embedded import EmbeddedNats
+from services.stream_reader import stored_messages
 from services.tools import ToolContext
 from tests.helpers import eventually, subject_count, unique
 from tests.outbox.conftest import Widget, widget_count
@@ -54,3 +55,10 @@ class TestAfterDedupWindow:
         await eventually(both_consumed, what="both copies consumed")
         assert await widget_count(host.db, str(call.args["text"])) == 1
         assert runs == 1
+        # The repeat was answered with the stored result, not with a second run.
+        results = result_subject(call.agent, call.task_id)
+        answers = [
+            raw.data async for raw in stored_messages(client.js, Stream.RESULTS.value, results)
+        ]
+        assert len(answers) == 2
+        assert answers[0] == answers[1]
