@@ -30,6 +30,7 @@ from services.app import Ballast
 from services.client import BallastClient
 from services.embedded import EmbeddedNats
 from services.host import ServiceHost
+from services.keys import resolve_keys
 from services.llm import ChatMessage, ModelToolCall, ScriptedModel, ToolDefinition
 from services.settings import Settings
 from services.tools import ToolContext
@@ -56,7 +57,10 @@ def _app(tool_calls: int, *, model_step: bool) -> tuple[Ballast, str]:
         return args.n
 
     @app.agent(
-        agent, model=ScriptedModel("scripted-bench", _plan), pool=PoolConfig(size=64, timeout_s=120)
+        agent,
+        model=ScriptedModel("scripted-bench", _plan),
+        pool=PoolConfig(size=64, timeout_s=120),
+        tools=(tool,),
     )
     async def run(ctx: AgentContext, task: TaskRequest) -> JsonValue:
         if model_step:
@@ -74,9 +78,10 @@ async def task_rate(server: EmbeddedNats, database_url: str, tasks: int) -> floa
     """Demo-shaped tasks (1 model step + 3 tool calls) per second, all submitted at once."""
     app, agent = _app(tool_calls=3, model_step=True)
     with tempfile.TemporaryDirectory(prefix="ballast-bench-") as tmp:
+        settings = _settings(server, database_url, Path(tmp))
         async with (
-            ServiceHost(_settings(server, database_url, Path(tmp)), app.specs, name="bench"),
-            BallastClient(server.url) as client,
+            ServiceHost(settings, app.specs, name="bench"),
+            BallastClient(server.url, signer=resolve_keys(settings).signer) as client,
         ):
             requests = [TaskRequest(agent=agent, principal=PRINCIPAL) for _ in range(tasks)]
             started = time.perf_counter()
@@ -93,11 +98,10 @@ async def step_overhead_ms(server: EmbeddedNats, database_url: str, tasks: int) 
     """Per-step round trips (ms) of tasks run one at a time, ten tool calls each."""
     app, agent = _app(tool_calls=10, model_step=False)
     with tempfile.TemporaryDirectory(prefix="ballast-bench-") as tmp:
+        settings = _settings(server, database_url, Path(tmp))
         async with (
-            ServiceHost(
-                _settings(server, database_url, Path(tmp)), app.specs, name="bench"
-            ) as host,
-            BallastClient(server.url) as client,
+            ServiceHost(settings, app.specs, name="bench") as host,
+            BallastClient(server.url, signer=resolve_keys(settings).signer) as client,
         ):
             ids = []
             for _ in range(tasks):

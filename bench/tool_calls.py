@@ -12,6 +12,7 @@ import asyncio
 import tempfile
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import nats
@@ -22,9 +23,13 @@ from bench.common import rate
 from bulkheads import PoolConfig
 from contracts import Principal, ToolCall
 from contracts.subjects import Header, result_subject, tool_subject
+from contracts.wire import utc_now
 from services.app import Ballast
 from services.embedded import EmbeddedNats
 from services.host import ServiceHost
+from services.identity import sign_principal
+from services.keys import resolve_keys
+from services.registry import AgentPolicy, AgentRegistry
 from services.settings import Settings
 from services.tools import ToolContext
 
@@ -57,6 +62,11 @@ async def tool_call_rate(server: EmbeddedNats, database_url: str, calls: int) ->
         async with ServiceHost(settings, _app(tool).specs, name="bench"):
             nc = await nats.connect(server.url)
             js = nc.jetstream(publish_async_max_pending=4000)
+            # Calls come from the agent "bench", which may call the tool, for a signed user.
+            registry = AgentRegistry(js)
+            await registry.start()
+            await registry.declare("bench", AgentPolicy(tools=(tool,)))
+            signer = resolve_keys(settings).require_signer()
             received = 0
             all_in = asyncio.Event()
 
@@ -67,7 +77,10 @@ async def tool_call_rate(server: EmbeddedNats, database_url: str, calls: int) ->
                     all_in.set()
 
             await nc.subscribe(result_subject("bench", task_id), cb=on_result)
-            principal = Principal(user_id="bench", tenant="bench")
+            principal = Principal(
+                user_id="bench", tenant="bench", expires_at=utc_now() + timedelta(hours=1)
+            )
+            token = sign_principal(principal, signer)
             payloads = [
                 ToolCall(
                     call_id=f"{task_id}:{i}",
@@ -84,7 +97,9 @@ async def tool_call_rate(server: EmbeddedNats, database_url: str, calls: int) ->
             started = time.perf_counter()
             acks = [
                 await js.publish_async(
-                    tool_subject(tool), body, headers={Header.MSG_ID: f"{task_id}:{i}"}
+                    tool_subject(tool),
+                    body,
+                    headers={Header.MSG_ID: f"{task_id}:{i}", Header.PRINCIPAL: token},
                 )
                 for i, body in enumerate(payloads)
             ]

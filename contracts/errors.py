@@ -55,6 +55,21 @@ class ErrorCode(StrEnum):
     PROVIDER_ERROR = "provider_error"
     """The model provider refused the request; ``retryable`` says whether it may pass later."""
 
+    UNAUTHENTICATED = "unauthenticated"
+    """The principal is unsigned, expired, tampered with, or signed by an unknown key."""
+
+    FORBIDDEN = "forbidden"
+    """Authorization denied the call: allow-list, scopes or an argument policy."""
+
+    APPROVAL_REQUIRED = "approval_required"
+    """The call needs a human's approval first; the run waits for the decision."""
+
+    APPROVAL_DENIED = "approval_denied"
+    """A human denied the call, or nobody approved it in time."""
+
+    TOO_LARGE = "too_large"
+    """The message or the conversation is larger than allowed."""
+
 
 class ErrorInfo(WireModel):
     """What went wrong, in a form a client in any language can act on."""

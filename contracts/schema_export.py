@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from contracts.approval import ApprovalGrant, ApprovalRequest
+from contracts.audit import AuthDecision
 from contracts.breaker import BreakerChanged
 from contracts.budget import BudgetExceeded
 from contracts.dead_letter import DeadLetter
@@ -26,6 +28,9 @@ WIRE_MODELS: tuple[type[BaseModel], ...] = (
     Principal,
     BudgetExceeded,
     BreakerChanged,
+    ApprovalRequest,
+    ApprovalGrant,
+    AuthDecision,
 )
 
 

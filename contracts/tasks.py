@@ -10,6 +10,7 @@ from pydantic import Field, JsonValue, model_validator
 from contracts.budget import BudgetLimits
 from contracts.errors import ErrorInfo
 from contracts.principal import Principal
+from contracts.trust import Provenance
 from contracts.wire import MessageId, Name, TaskId, UtcDateTime, WireModel, new_id, utc_now
 
 
@@ -43,6 +44,13 @@ class TaskRequest(WireModel):
     )
     deadline: UtcDateTime | None = Field(
         default=None, description="After this instant the task is not started any more."
+    )
+    input_trusted: bool = Field(
+        default=False,
+        description=(
+            "Whether the input is trusted. Leave false when any of it was written by someone "
+            "else than the principal (a customer's message, an e-mail, a web page)."
+        ),
     )
     budget: BudgetLimits | None = Field(
         default=None,
@@ -86,6 +94,9 @@ class TaskResult(WireModel):
     output: JsonValue = Field(default=None, description="The agent's output when completed.")
     error: ErrorInfo | None = Field(default=None, description="Why the task failed.")
     parent: ParentRef | None = None
+    provenance: tuple[Provenance, ...] = Field(
+        default=(), description="Untrusted content that entered the run; it taints the parent."
+    )
     compensations: tuple[Compensation, ...] = Field(
         default=(), description="Compensations run, in the order they ran, when the task failed."
     )

@@ -7,8 +7,10 @@ from typing import Self
 
 from pydantic import Field, JsonValue, model_validator
 
+from contracts.approval import ApprovalGrant
 from contracts.errors import ErrorInfo
 from contracts.principal import Principal
+from contracts.trust import Provenance
 from contracts.wire import MessageId, Name, TaskId, UtcDateTime, WireModel, utc_now
 
 
@@ -30,6 +32,16 @@ class ToolCall(WireModel):
     principal: Principal
     deadline: UtcDateTime | None = Field(
         default=None, description="The tool refuses the call after this instant."
+    )
+    untrusted_context: bool = Field(
+        default=True,
+        description="Whether untrusted content entered the calling run before this call.",
+    )
+    provenance: tuple[Provenance, ...] = Field(
+        default=(), description="Where the untrusted content of the run came from."
+    )
+    approval: ApprovalGrant | None = Field(
+        default=None, description="A human's signed approval of exactly this call."
     )
     created_at: UtcDateTime = Field(default_factory=utc_now)
 
@@ -54,6 +66,9 @@ class ToolResult(WireModel):
     status: ToolStatus
     output: JsonValue = Field(default=None, description="What the tool returned when ok.")
     error: ErrorInfo | None = None
+    provenance: tuple[Provenance, ...] = Field(
+        default=(), description="Where the output came from; untrusted parts taint the caller."
+    )
     attempts: int = Field(ge=1, description="Deliveries it took, the successful one included.")
     finished_at: UtcDateTime = Field(default_factory=utc_now)
 

@@ -137,3 +137,26 @@ class BudgetReservation(SQLModel, table=True):
     step_key: str = Field(sa_column=Column(String(200), primary_key=True))
     amounts: dict[str, dict[str, int]] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+
+
+class AuditRecord(SQLModel, table=True):
+    """An authorization decision of a tool host, kept with the call's outcome."""
+
+    __tablename__ = "ballast_audit"
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(
+            BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+        ),
+    )
+    at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    task_id: str = Field(sa_column=Column(String(128), nullable=False, index=True))
+    call_id: str = Field(sa_column=Column(String(200), nullable=False))
+    agent: str = Field(sa_column=Column(String(64), nullable=False))
+    tool: str = Field(sa_column=Column(String(64), nullable=False))
+    user_id: str = Field(sa_column=Column(String(200), nullable=False))
+    tenant: str = Field(sa_column=Column(String(200), nullable=False))
+    verdict: str = Field(sa_column=Column(String(30), nullable=False))
+    rule: str = Field(sa_column=Column(String(40), nullable=False))
+    reason: str = Field(sa_column=Column(Text, nullable=False))

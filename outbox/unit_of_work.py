@@ -36,6 +36,7 @@ class UnitOfWork:
         self._session: AsyncSession | None = None
         self._outgoing: list[dict[str, Any]] = []
         self._inbox: list[dict[str, Any]] = []
+        self._ended_claims: list[tuple[str, str]] = []
         self._done = False
 
     @property
@@ -109,6 +110,10 @@ class UnitOfWork:
             {"consumer": consumer, "key": key, "processed_at": utc_now(), "result": result}
         )
 
+    def end_claim(self, consumer: str, key: str) -> None:
+        """End any claim on ``key`` at ``consumer`` when this commits (it is not processed)."""
+        self._ended_claims.append((consumer, key))
+
     async def commit(self) -> None:
         """Write staged inbox entries and messages, then commit.
 
@@ -125,12 +130,12 @@ class UnitOfWork:
                 except sa_exc.IntegrityError as exc:
                     first = self._inbox[0]
                     raise AlreadyProcessedError(first["consumer"], first["key"]) from exc
-                for entry in self._inbox:  # processed: nobody is processing it any more
-                    await session.execute(
-                        delete(Claim).where(
-                            col(Claim.consumer) == entry["consumer"], col(Claim.key) == entry["key"]
-                        )
-                    )
+                # Processed: nobody is processing it any more.
+                self._ended_claims += [(e["consumer"], e["key"]) for e in self._inbox]
+            for consumer, key in self._ended_claims:
+                await session.execute(
+                    delete(Claim).where(col(Claim.consumer) == consumer, col(Claim.key) == key)
+                )
             if self._outgoing:
                 await session.execute(insert(OutboxMessage), self._outgoing)
             await session.commit()

@@ -23,34 +23,44 @@ import inspect
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeAlias
 
 import structlog
 from pydantic import BaseModel, JsonValue
 
 from bulkheads import LoopGuard
+from contracts.approval import ApprovalGrant, ApprovalRequest, ApprovalStatus
 from contracts.budget import BudgetMetric
 from contracts.errors import ErrorCode, ErrorInfo
 from contracts.principal import Principal
-from contracts.subjects import Header, task_subject, tool_subject
+from contracts.subjects import Header, event_subject, task_subject, tool_subject
 from contracts.tasks import Compensation, ParentRef, TaskRequest, TaskResult, TaskStatus
 from contracts.tools import ToolCall, ToolResult, ToolStatus
+from contracts.trust import Provenance
+from contracts.wire import utc_now
 from outbox import Database, JournalEntry, UnitOfWork
 from outbox.journal import StepStatus, finish_step, record_step
+from services.approvals import Approvals, StoredApproval
 from services.breakers import SharedBreakers, is_outage
 from services.budgets import RunBudget, Usage, model_cost
 from services.errors import (
     BudgetExceededError,
     ConfigurationError,
+    DelegationError,
     HandlerError,
     ModelError,
+    RunSuspended,
     StepFailedError,
+    TaskFailedError,
     ToolCallError,
 )
 from services.llm import ChatMessage, ChatModel, ChatReply, ToolDefinition
 from services.pricing import ModelPrice
+from services.redaction import Redactor
 from services.results import ResultWaiter
 from services.specs import AgentSpec, to_json_value
+from services.spotlight import spotlight
 from services.steps import (
     StepKind,
     check_same_step,
@@ -58,10 +68,14 @@ from services.steps import (
     failed,
     is_failure,
     is_finished,
+    provenance_of,
     replay,
 )
 
 _CHILD_TASK_NAMESPACE = uuid.UUID("6f1c1c8e-8d1e-4a53-9a57-6b1f2f7e4d10")
+
+MAX_PROVENANCE = 20
+"""Untrusted sources sent with a call (the newest); the flag says the rest."""
 
 Compensate: TypeAlias = (
     "tuple[str, Mapping[str, Any]] | Callable[[JsonValue], tuple[str, Mapping[str, Any]]] | None"
@@ -88,6 +102,10 @@ class AgentRuntime:
     waiter: ResultWaiter
     breakers: SharedBreakers
     prices: Mapping[str, ModelPrice]
+    approvals: Approvals
+    approval_ttl: timedelta
+    redact: Redactor
+    """Removes secrets from what goes into the journal."""
 
 
 class AgentContext:
@@ -101,13 +119,21 @@ class AgentContext:
         runtime: AgentRuntime,
         journal: dict[int, JournalEntry],
         resumed: bool,
+        principal_token: str | None = None,
     ) -> None:
         self.spec = spec
         self.task = task
         self._rt = runtime
         self._journal = journal
         self._resumed = resumed
+        self._principal_token = principal_token
         self._seq = 0
+        self.untrusted: list[Provenance] = (
+            []
+            if task.input_trusted
+            else [Provenance(source="task_input", document_id=task.task_id, trusted=False)]
+        )
+        """Untrusted content that entered this run (and so, possibly, its model's context)."""
         self._guard = LoopGuard(spec.loop_guard)
         self.budget = RunBudget(spec.budget, task)
         self.log = structlog.get_logger("ballast.agent").bind(agent=spec.name)
@@ -138,7 +164,26 @@ class AgentContext:
     def _replay(self, entry: JournalEntry) -> JsonValue:
         if entry.kind != StepKind.COMPENSATION:
             self._guard.after_step(failed=is_failure(entry))
+        self._taint(provenance_of(entry))
         return replay(entry)
+
+    def _taint(self, provenance: Sequence[Provenance]) -> None:
+        for source in provenance:
+            if not source.trusted and source not in self.untrusted:
+                self.untrusted.append(source)
+
+    @property
+    def tainted(self) -> bool:
+        """Whether untrusted content entered this run."""
+        return bool(self.untrusted)
+
+    def untrusted_message(
+        self, text: str, *, source: str, document_id: str | None = None, chunk: str | None = None
+    ) -> ChatMessage:
+        """A user message carrying outside ``text`` as spotlighted data; taints the run."""
+        provenance = Provenance(source=source, document_id=document_id, chunk=chunk, trusted=False)
+        self._taint([provenance])
+        return ChatMessage(role="user", content=spotlight(text, provenance))
 
     # ------------------------------------------------------------------ model
 
@@ -152,6 +197,17 @@ class AgentContext:
         """Ask the agent's model; ``max_tokens`` (default: the agent's) bounds the reservation."""
         model = self._model()
         step = Step(self._next(), StepKind.LLM, model.name)
+        size = sum(len(m.content.encode()) for m in messages)
+        if size > self.spec.max_context_bytes:
+            error = ErrorInfo(
+                code=ErrorCode.TOO_LARGE,
+                message=(
+                    f"the conversation is {size} bytes, over this agent's limit of "
+                    f"{self.spec.max_context_bytes}; trim it before asking the model"
+                ),
+                retryable=False,
+            )
+            raise StepFailedError(error.message, error)
         entry = self._recorded(step)
         if entry is not None and is_finished(entry):
             return ChatReply.model_validate(self._replay(entry))
@@ -228,11 +284,30 @@ class AgentContext:
         ``compensate`` registers the call that undoes this one if the task fails later.
         """
         data = args.model_dump(mode="json") if isinstance(args, BaseModel) else dict(args)
-        return self._tool(Step(self._next(), StepKind.TOOL, name, {"args": data}), compensate)
+        step = Step(self._next(), StepKind.TOOL, name, {"args": data})
+        if name not in self.spec.tools:
+            return self._refused(f"agent {self.spec.name} may not call {name}: not on its list")
+        return self._tool(step, compensate)
 
     def delegate(self, agent: str, input: Mapping[str, Any]) -> Awaitable[JsonValue]:
         """Run a child task on ``agent``; its output, or `DelegationError` if it failed."""
-        return self._delegate(Step(self._next(), StepKind.DELEGATE, agent), dict(input))
+        step = Step(self._next(), StepKind.DELEGATE, agent)
+        if agent not in self.spec.delegates:
+            return self._refused(
+                f"agent {self.spec.name} may not delegate to {agent}: not on its list",
+                DelegationError,
+            )
+        return self._delegate(step, dict(input))
+
+    async def _refused(
+        self, reason: str, error_type: type[TaskFailedError] = ToolCallError
+    ) -> JsonValue:
+        # Decided by the agent's own declaration, so the same on every execution:
+        # nothing to journal, nothing sent.
+        self._guard.after_step(failed=True)
+        raise error_type(
+            reason, ErrorInfo(code=ErrorCode.FORBIDDEN, message=reason, retryable=False)
+        )
 
     async def _tool(self, step: Step, compensate: Compensate) -> JsonValue:
         saga = step.kind is StepKind.COMPENSATION
@@ -251,16 +326,74 @@ class AgentContext:
             agent=self.spec.name,
             principal=self.task.principal,
             deadline=None if saga else self.task.deadline,
+            untrusted_context=self.tainted,
+            provenance=tuple(self.untrusted[-MAX_PROVENANCE:]),
         )
         cost: Usage = {} if saga else {BudgetMetric.STEPS: 1, BudgetMetric.TOOL_CALLS: 1}
         data = await self._request(step, tool_subject(step.name), call, key, cost, sent=entry)
         result = ToolResult.model_validate_json(data)
+        if result.error is not None and result.error.code is ErrorCode.APPROVAL_REQUIRED:
+            result = await self._approved(step, call, result)
         if result.status is ToolStatus.OK:
             outcome = completed(result.output, **_compensation(compensate, result.output))
+            outcome["provenance"] = [p.model_dump(mode="json") for p in result.provenance]
         else:
             assert result.error is not None  # guaranteed by the model
             outcome = failed(result.error)
         return self._replay(await self._finish(step, outcome, cost))
+
+    async def _approved(self, step: Step, call: ToolCall, refused: ToolResult) -> ToolResult:
+        """The result of ``call`` once a human decided; suspends the run until then."""
+        approvals = self._rt.approvals
+        found = await approvals.get(self.spec.name, call.call_id)
+        if found is None:
+            assert refused.error is not None  # an approval_required result has one
+            request = ApprovalRequest(
+                approval_id=call.call_id,
+                task_id=self.task.task_id,
+                agent=self.spec.name,
+                tool=call.tool,
+                args=call.args,
+                principal=self.task.principal,
+                reason=refused.error.message,
+                expires_at=utc_now() + self._rt.approval_ttl,
+            )
+            stored = StoredApproval(
+                request=request,
+                task=self.task.model_dump_json(),
+                principal_token=self._principal_token,
+            )
+            if await approvals.request(stored):
+                async with UnitOfWork(self._rt.db) as uow:
+                    uow.publish(
+                        event_subject("approval", "requested"), request, headers=self._headers()
+                    )
+                self.log.warning("approval.requested", tool=call.tool, reason=request.reason)
+            raise RunSuspended(call.call_id)
+        decided = found[0].request
+        if decided.status is ApprovalStatus.PENDING:
+            raise RunSuspended(call.call_id)
+        if decided.status is not ApprovalStatus.APPROVED or decided.grant is None:
+            error = ErrorInfo(
+                code=ErrorCode.APPROVAL_DENIED,
+                message=f"{call.tool} was not approved ({decided.status.value})",
+                retryable=False,
+            )
+            return refused.model_copy(update={"error": error})
+        granted = call.model_copy(
+            update={"approval": ApprovalGrant.model_validate_json(decided.grant)}
+        )
+        key = self.key(step.seq)
+        async with self._rt.waiter.expect(
+            self.task.task_id, key, scan_first=True, accept=_not_awaiting_approval
+        ) as pending:
+            async with UnitOfWork(self._rt.db) as uow:
+                # A new message id: the first publish of this call may still be deduplicated.
+                uow.publish(
+                    tool_subject(call.tool), granted, message_id=f"{key}:approved",
+                    headers=self._headers(),
+                )  # fmt: skip
+            return ToolResult.model_validate_json(await pending.get())
 
     async def _delegate(self, step: Step, input: dict[str, Any]) -> JsonValue:
         entry = self._recorded(step)
@@ -283,6 +416,7 @@ class AgentContext:
         result = TaskResult.model_validate_json(data)
         if result.status is TaskStatus.COMPLETED:
             outcome = completed(result.output)
+            outcome["provenance"] = [p.model_dump(mode="json") for p in result.provenance]
         else:
             assert result.error is not None  # guaranteed by the model
             outcome = failed(result.error)
@@ -308,7 +442,8 @@ class AgentContext:
                         await self.budget.reserve(uow, key, cost)
                         self._journal[step.seq] = record_step(
                             uow, task_id=self.task.task_id, seq=step.seq, kind=step.kind.value,
-                            name=step.name, request=step.request, status=StepStatus.PENDING,
+                            name=step.name, request=self._rt.redact(step.request),
+                            status=StepStatus.PENDING,
                         )  # fmt: skip
                         headers = self._headers()
                         uow.publish(subject, message, message_id=message_id, headers=headers)
@@ -320,6 +455,9 @@ class AgentContext:
 
     def _headers(self) -> dict[str, str]:
         headers = {Header.TASK_ID: self.task.task_id}
+        if self._principal_token:
+            # Forwarded unchanged: a child or a tool gets exactly the admitted principal.
+            headers[Header.PRINCIPAL] = self._principal_token
         if self.task.deadline is not None:
             headers[Header.DEADLINE] = self.task.deadline.isoformat()
         return headers
@@ -384,13 +522,15 @@ class AgentContext:
         async with UnitOfWork(self._rt.db) as uow:
             self._journal[step.seq] = record_step(
                 uow, task_id=self.task.task_id, seq=step.seq, kind=step.kind.value,
-                name=step.name, request=step.request, status=status, outcome=outcome, usage=usage,
+                name=step.name, request=self._rt.redact(step.request), status=status,
+                outcome=self._rt.redact(outcome), usage=usage,
             )  # fmt: skip
             await self.budget.settle(uow, self.key(step.seq), spent)
 
     async def _finish(self, step: Step, outcome: dict[str, Any], spent: Usage) -> JournalEntry:
         status = StepStatus.FAILED if "error" in outcome else StepStatus.COMPLETED
         task_id = self.task.task_id
+        outcome = self._rt.redact(outcome)
         async with UnitOfWork(self._rt.db) as uow:
             await finish_step(uow, task_id=task_id, seq=step.seq, status=status, outcome=outcome)
             await self.budget.settle(uow, self.key(step.seq), spent)
@@ -437,6 +577,11 @@ class AgentContext:
             )  # fmt: skip
             self.log.info("saga.compensated", step=entry.seq, tool=spec["tool"], ok=ok)
         return done
+
+
+def _not_awaiting_approval(data: bytes) -> bool:
+    result = ToolResult.model_validate_json(data)
+    return result.error is None or result.error.code is not ErrorCode.APPROVAL_REQUIRED
 
 
 def _compensation(compensate: Compensate, output: JsonValue) -> dict[str, Any]:

@@ -16,11 +16,13 @@ steps run first, newest first, and the result lists them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
+import structlog
+
 from bulkheads import LoopDetectedError
-from contracts.errors import ErrorInfo
+from contracts.errors import ErrorCode, ErrorInfo
 from contracts.subjects import (
     Header,
     event_subject,
@@ -30,15 +32,19 @@ from contracts.subjects import (
 )
 from contracts.tasks import Compensation, TaskRequest, TaskResult, TaskStatus
 from contracts.wire import utc_now
-from outbox import Database, UnitOfWork
+from outbox import UnitOfWork
 from outbox.journal import load_journal
 from services.agent_context import AgentContext, AgentRuntime
-from services.breakers import SharedBreakers
-from services.delivery import Consumer, Delivery, Output
-from services.errors import BudgetExceededError, InvalidMessageError
+from services.delivery import Consumer, ConsumerSettings, Delivery, Output
+from services.errors import (
+    AuthenticationError,
+    BudgetExceededError,
+    InvalidMessageError,
+    RunSuspended,
+)
 from services.failure_info import describe_failure
-from services.pricing import ModelPrice
-from services.results import ResultWaiter, result_headers
+from services.identity import KeyRing, verify_principal
+from services.results import result_headers
 from services.specs import AgentSpec, to_json_value
 
 REDRIVE_HEADER = "ballast-redrive"
@@ -52,15 +58,14 @@ class AgentConsumer(Consumer[TaskRequest]):
         self,
         spec: AgentSpec,
         *,
-        db: Database,
-        waiter: ResultWaiter,
-        breakers: SharedBreakers,
-        prices: Mapping[str, ModelPrice],
-        ack_wait_s: float,
+        settings: ConsumerSettings,
+        runtime: AgentRuntime,
+        principals: KeyRing,
     ) -> None:
-        super().__init__(spec, subject=task_subject(spec.name), db=db, ack_wait_s=ack_wait_s)
+        super().__init__(spec, subject=task_subject(spec.name), settings=settings)
         self.spec = spec
-        self.runtime = AgentRuntime(db=db, waiter=waiter, breakers=breakers, prices=prices)
+        self.runtime = runtime
+        self.principals = principals
 
     def parse(self, delivery: Delivery) -> TaskRequest:
         task = TaskRequest.model_validate_json(delivery.body)
@@ -86,14 +91,28 @@ class AgentConsumer(Consumer[TaskRequest]):
             runtime=self.runtime,
             journal=journal,
             resumed=bool(journal) or delivery.attempt > 1 or REDRIVE_HEADER in delivery.headers,
+            principal_token=delivery.headers.get(Header.PRINCIPAL),
         )
 
     async def process(self, message: TaskRequest, delivery: Delivery) -> None:
         started_at = utc_now()
+        try:
+            verify_principal(
+                delivery.headers.get(Header.PRINCIPAL), message.principal, self.principals
+            )
+        except AuthenticationError as exc:
+            await self._refuse(message, delivery, exc)
+            return
         ctx = await self.context(message, delivery)
         events: list[Output] = []
         try:
             output = to_json_value(await self.spec.fn(ctx, message))
+        except RunSuspended as suspended:
+            # The message is acknowledged; the decision publishes the task again.
+            ctx.log.info("agent.suspended", approval=suspended.approval_id)
+            async with UnitOfWork(self.db) as uow:
+                uow.end_claim(self.service, message.task_id)
+            return
         except BudgetExceededError as exc:
             status, error = TaskStatus.BUDGET_EXCEEDED, exc.info()
             events.append(Output(event_subject("budget", "exceeded"), exc.exceeded, _task(message)))
@@ -106,6 +125,7 @@ class AgentConsumer(Consumer[TaskRequest]):
                 status=TaskStatus.COMPLETED,
                 output=output,
                 parent=message.parent,
+                provenance=tuple(ctx.untrusted),
                 started_at=started_at,
             )
             await self._conclude(message, result, events)
@@ -119,10 +139,31 @@ class AgentConsumer(Consumer[TaskRequest]):
             status=status,
             error=error,
             parent=message.parent,
+            provenance=tuple(ctx.untrusted),
             compensations=tuple(await ctx.compensate()),
             started_at=started_at,
         )
         await self._conclude(message, result, events)
+
+    async def _refuse(
+        self, task: TaskRequest, delivery: Delivery, exc: AuthenticationError
+    ) -> None:
+        """A task whose principal cannot be trusted does not run; its id stays free."""
+        structlog.get_logger("ballast.agent").warning("agent.unauthenticated", reason=str(exc))
+        error = ErrorInfo(code=ErrorCode.UNAUTHENTICATED, message=str(exc), retryable=False)
+        result = TaskResult(
+            task_id=task.task_id,
+            agent=task.agent,
+            status=TaskStatus.FAILED,
+            error=error,
+            parent=task.parent,
+            started_at=delivery.published_at,
+        )
+        async with UnitOfWork(self.db) as uow:
+            uow.end_claim(self.service, task.task_id)
+            uow.publish(event_subject("auth", "unauthenticated"), result, headers=_task(task))
+            for out in _announce(result):
+                uow.publish(out.subject, out.payload, headers=out.headers)
 
     async def _conclude(self, task: TaskRequest, result: TaskResult, extra: list[Output]) -> None:
         async with UnitOfWork(self.db) as uow:

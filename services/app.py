@@ -20,9 +20,12 @@ from collections.abc import Callable
 from typing import Any
 
 from bulkheads import LoopGuardPolicy, PoolConfig, RetryPolicy
+from contracts.trust import Sensitivity
+from services.authorization import AfterUntrusted
 from services.budgets import BudgetPolicy
 from services.errors import ConfigurationError
 from services.llm import ChatModel
+from services.policies import ArgPolicy
 from services.specs import AgentFn, AgentSpec, ServiceSpec, ToolFn, ToolSpec
 
 
@@ -45,12 +48,28 @@ class Ballast:
         *,
         pool: PoolConfig | None = None,
         retry: RetryPolicy | None = None,
+        scopes: tuple[str, ...] | None = None,
+        sensitivity: Sensitivity | None = None,
+        policies: tuple[ArgPolicy, ...] | None = None,
+        after_untrusted: AfterUntrusted | None = None,
+        always_approve: bool | None = None,
+        trusted_output: bool | None = None,
         description: str | None = None,
     ) -> Callable[[ToolFn], ToolSpec]:
         """Declare a tool; the function takes ``(ctx, args)`` and returns JSON data or a model."""
+        options = _given(
+            scopes=scopes,
+            sensitivity=sensitivity,
+            policies=policies,
+            after_untrusted=after_untrusted,
+            always_approve=always_approve,
+            trusted_output=trusted_output,
+        )
 
         def register(fn: ToolFn) -> ToolSpec:
-            spec = ToolSpec.of(fn, name=name, **_limits(pool, retry), description=description)
+            spec = ToolSpec.of(
+                fn, name=name, **_limits(pool, retry), **options, description=description
+            )
             self._add(self.tools, spec.name, spec)
             return spec
 
@@ -63,13 +82,24 @@ class Ballast:
         model: ChatModel | None = None,
         pool: PoolConfig | None = None,
         retry: RetryPolicy | None = None,
+        tools: tuple[str, ...] | None = None,
+        delegates: tuple[str, ...] | None = None,
         budget: BudgetPolicy | None = None,
         loop_guard: LoopGuardPolicy | None = None,
         max_tokens: int | None = None,
         description: str | None = None,
     ) -> Callable[[AgentFn], AgentSpec]:
-        """Declare an agent; the function takes ``(ctx, task)`` and returns JSON data or a model."""
-        options = _given(budget=budget, loop_guard=loop_guard, max_tokens=max_tokens)
+        """Declare an agent; the function takes ``(ctx, task)`` and returns JSON data or a model.
+
+        ``tools`` and ``delegates`` list what it may call; anything else is refused.
+        """
+        options = _given(
+            tools=tools,
+            delegates=delegates,
+            budget=budget,
+            loop_guard=loop_guard,
+            max_tokens=max_tokens,
+        )
 
         def register(fn: AgentFn) -> AgentSpec:
             spec = AgentSpec.of(

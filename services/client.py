@@ -30,6 +30,7 @@ from contracts.subjects import PREFIX, Header, Stream, task_subject
 from contracts.tasks import TaskRequest, TaskResult
 from contracts.wire import utc_now
 from services.errors import BrokerError
+from services.identity import SigningKey, sign_principal
 
 LOOKBACK = timedelta(minutes=5)
 """How far back `wait` looks for a result, for tasks that may have ended before it started."""
@@ -43,8 +44,18 @@ TASK_EVENTS = f"{PREFIX}.event.task.>"
 class BallastClient:
     """A connection to the broker for submitting tasks. Use with ``async with``."""
 
-    def __init__(self, url: str, *, publish_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        signer: SigningKey | None = None,
+        principal_ttl: timedelta = timedelta(hours=24),
+        publish_timeout_s: float = 30.0,
+    ) -> None:
         self.url = url
+        self.signer = signer
+        """Signs the principal of every task submitted (services refuse unsigned ones)."""
+        self.principal_ttl = principal_ttl
         self.publish_timeout_s = publish_timeout_s
         """How long `submit` keeps trying while the broker is unreachable."""
         self._nc: Client | None = None
@@ -94,11 +105,24 @@ class BallastClient:
     ) -> None:
         await self.close()
 
-    async def submit(self, task: TaskRequest) -> bool:
-        """Publish ``task``; return False if the broker already had it (same task id)."""
+    def admit(self, task: TaskRequest) -> tuple[TaskRequest, dict[str, str]]:
+        """The task as it is published (its principal given an expiry) and its headers."""
         headers = {Header.MSG_ID: task.task_id, Header.TASK_ID: task.task_id}
+        if self.signer is not None:
+            principal = task.principal
+            if principal.expires_at is None:
+                principal = principal.model_copy(
+                    update={"expires_at": utc_now() + self.principal_ttl}
+                )
+                task = task.model_copy(update={"principal": principal})
+            headers[Header.PRINCIPAL] = sign_principal(principal, self.signer)
         if task.deadline is not None:
             headers[Header.DEADLINE] = task.deadline.isoformat()
+        return task, headers
+
+    async def submit(self, task: TaskRequest) -> bool:
+        """Publish ``task``, signed; return False if the broker already had it (same task id)."""
+        task, headers = self.admit(task)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.publish_timeout_s
         while True:

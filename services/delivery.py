@@ -40,8 +40,9 @@ from contracts.subjects import Header, dlq_subject
 from contracts.wire import utc_now
 from outbox import AlreadyProcessedError, Database, OutboxError, UnitOfWork, record_failure
 from outbox.claims import claim, release, renew
-from services.errors import DeadlineExceededError, InvalidMessageError
+from services.errors import DeadlineExceededError, InvalidMessageError, TooLargeError
 from services.failure_info import describe_failure
+from services.redaction import Redactor
 from services.specs import ServiceSpec
 
 log = structlog.get_logger("ballast.delivery")
@@ -92,19 +93,30 @@ class Output:
     message_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ConsumerSettings:
+    """What every consumer of a host shares."""
+
+    db: Database
+    ack_wait_s: float
+    max_payload_bytes: int
+    redact: Redactor
+
+
 class Consumer(ABC, Generic[M]):
     """One durable consumer: an agent's or a tool's. Subclasses say how to process a message."""
 
-    def __init__(self, spec: ServiceSpec, *, subject: str, db: Database, ack_wait_s: float) -> None:
+    def __init__(self, spec: ServiceSpec, *, subject: str, settings: ConsumerSettings) -> None:
         self.service = spec.service
         self.subject = subject
         self.pool = WorkerPool(spec.service, spec.pool)
         self.retry: RetryPolicy = spec.retry
-        self.db = db
-        self.ack_wait_s = ack_wait_s
+        self.settings = settings
+        self.db = settings.db
+        self.ack_wait_s = settings.ack_wait_s
         # Like the broker's own ack wait: a worker renews its claims with every sign of
         # life it sends, so a claim lapses when, and only when, its worker went quiet.
-        self.lease = timedelta(seconds=ack_wait_s)
+        self.lease = timedelta(seconds=settings.ack_wait_s)
 
     @abstractmethod
     def parse(self, delivery: Delivery) -> M:
@@ -146,6 +158,11 @@ class Consumer(ABC, Generic[M]):
             attempt=delivery.attempt,
         ):
             try:
+                if len(delivery.body) > self.settings.max_payload_bytes:
+                    raise TooLargeError(
+                        f"the message is {len(delivery.body)} bytes, over the limit of "
+                        f"{self.settings.max_payload_bytes} (BALLAST_MAX_PAYLOAD_BYTES)"
+                    )
                 message = self.parse(delivery)
             except (InvalidMessageError, ValidationError) as exc:
                 await self._give_up(msg, delivery, None, describe_failure(exc), utc_now())
@@ -245,15 +262,18 @@ class Consumer(ABC, Generic[M]):
         error: ErrorInfo,
         first_failure_at: datetime,
     ) -> None:
-        payload, encoding = DeadLetter.encode_payload(delivery.body)
+        redact = self.settings.redact
+        # An oversized body is kept only in part: the dead letter must fit in a message.
+        body = delivery.body[: self.settings.max_payload_bytes]
+        payload, encoding = DeadLetter.encode_payload(body)
         dead = DeadLetter(
             service=self.service,
             subject=delivery.subject,
             stream_seq=delivery.stream_seq,
-            payload=payload,
+            payload=redact.text(payload) if encoding == "utf-8" else payload,
             payload_encoding=encoding,
-            headers=delivery.headers,
-            error=error,
+            headers=redact(delivery.headers),
+            error=error.model_copy(update={"message": redact.text(error.message)}),
             attempts=delivery.attempt,
             first_failure_at=first_failure_at,
             last_failure_at=utc_now(),

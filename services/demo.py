@@ -21,6 +21,7 @@ from contracts.tasks import TaskRequest, TaskResult, TaskStatus
 from services.client import BallastClient
 from services.examples.support import Ticket, app
 from services.host import ServiceHost
+from services.keys import resolve_keys
 from services.settings import Settings
 from services.stack import local_stack
 
@@ -57,7 +58,7 @@ async def run_demo(settings: Settings, console: Console) -> TaskResult:
     async with (
         local_stack(settings) as stack,
         ServiceHost(stack, app.specs, name="demo") as host,
-        BallastClient(stack.nats_url or "") as client,
+        BallastClient(stack.nats_url or "", signer=resolve_keys(stack).signer) as client,
     ):
         console.print(f"[bold]broker[/] {stack.nats_url}   [bold]database[/] {host.db.safe_url}")
         seen: list[Seen] = []

@@ -10,7 +10,12 @@
     │   ├── ModelError                    the model provider failed
     │   └── NonDeterminismError           re-executed code asked for other steps than journaled
     ├── BudgetExceededError               a hard budget cap stopped the run
+    ├── AuthenticationError               a principal or grant that cannot be trusted
+    ├── ForbiddenError                    authorization denied a call
+    ├── ApprovalRequiredError             a call waits for a human's decision
+    ├── RunSuspended                      (a signal) the run waits for an approval
     ├── InvalidMessageError               a message that can never be processed as it is
+    │   └── TooLargeError                 larger than the configured limit
     ├── DeadlineExceededError             the message's deadline passed before it ran
     └── TaskFailedError                   something an agent awaited failed for good
         ├── ToolCallError                 a tool call ended with an error result
@@ -106,3 +111,27 @@ class BudgetExceededError(BallastError):
         return ErrorInfo(
             code=ErrorCode.BUDGET_EXCEEDED, message=str(self), retryable=False, details=details
         )
+
+
+class AuthenticationError(BallastError):
+    """A principal or approval grant is unsigned, expired, tampered with, or by an unknown key."""
+
+
+class ForbiddenError(BallastError):
+    """Authorization denied the call; the message says which rule."""
+
+
+class ApprovalRequiredError(BallastError):
+    """The call may run only after a human approves it."""
+
+
+class RunSuspended(BallastError):
+    """The run waits for a human's decision; its message is acknowledged meanwhile."""
+
+    def __init__(self, approval_id: str) -> None:
+        super().__init__(f"waiting for approval {approval_id}")
+        self.approval_id = approval_id
+
+
+class TooLargeError(InvalidMessageError):
+    """A message (or a conversation) larger than allowed."""

@@ -15,9 +15,11 @@ from services.errors import (
     ModelError,
     NonDeterminismError,
     TaskFailedError,
+    TooLargeError,
 )
 
 _RULES: tuple[tuple[type[Exception] | tuple[type[Exception], ...], ErrorCode, bool], ...] = (
+    (TooLargeError, ErrorCode.TOO_LARGE, False),
     ((InvalidMessageError, ValidationError), ErrorCode.INVALID_MESSAGE, False),
     (DeadlineExceededError, ErrorCode.DEADLINE_EXCEEDED, False),
     (HandlerTimeoutError, ErrorCode.TIMEOUT, True),

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -23,16 +25,21 @@ from nats.js import JetStreamContext
 
 from contracts.subjects import Stream
 from outbox import Database, JetStreamPublisher, Relay, RelayConfig
+from services.agent_context import AgentRuntime
 from services.agents import AgentConsumer
+from services.approvals import Approvals, sweep_expired
 from services.breakers import SharedBreakers
 from services.broker import make_broker
-from services.delivery import Consumer
+from services.delivery import Consumer, ConsumerSettings
 from services.errors import ConfigurationError
+from services.keys import Keys, resolve_keys
+from services.redaction import Redactor
+from services.registry import AgentPolicy, AgentRegistry
 from services.results import ResultWaiter
 from services.settings import Settings
 from services.specs import AgentSpec, ServiceSpec
 from services.streams import StreamSettings, consumer_config, ensure_consumer, ensure_streams
-from services.tools import ToolConsumer
+from services.tools import ToolConsumer, ToolGuards
 
 log = structlog.get_logger("ballast.host")
 
@@ -96,12 +103,22 @@ class ServiceHost:
                 max_age_s=self.settings.results_max_age_s,
             ),
         )
-        breakers = SharedBreakers(js, self.db, self.settings.breaker_policy)
-        await breakers.start()
-        self.breakers = breakers
+        shared = await self._shared(js)
         for spec in self.specs:
-            consumer = await self._declare(js, spec, breakers)
+            consumer = await self._declare(js, spec, shared)
             self.consumers.append(consumer)
+        agents = [spec.name for spec in self.specs if isinstance(spec, AgentSpec)]
+        if agents:
+            self._tasks.append(
+                asyncio.create_task(
+                    _supervise(
+                        "approval-expiry",
+                        lambda: sweep_expired(
+                            shared.approvals, agents, self.settings.approval_sweep_s
+                        ),
+                    )
+                )
+            )
         self._relay = Relay(
             self.db,
             JetStreamPublisher(js),
@@ -115,8 +132,32 @@ class ServiceHost:
         await self.broker.start()
         log.info("host.started", host=self.name, services=[s.service for s in self.specs])
 
+    async def _shared(self, js: JetStreamContext) -> _Shared:
+        """What every consumer of this host shares: keys, KV-backed registries, settings."""
+        settings = self.settings
+        keys = resolve_keys(settings)
+        breakers = SharedBreakers(js, self.db, settings.breaker_policy)
+        registry = AgentRegistry(js)
+        approvals = Approvals(js)
+        for store in (breakers, registry, approvals):
+            await store.start()
+        self.breakers = breakers
+        return _Shared(
+            keys=keys,
+            breakers=breakers,
+            registry=registry,
+            approvals=approvals,
+            guards=ToolGuards(keys, registry, settings.untrusted_rules),
+            consumers=ConsumerSettings(
+                db=self.db,
+                ack_wait_s=settings.ack_wait_s,
+                max_payload_bytes=settings.max_payload_bytes,
+                redact=Redactor(settings.secret_values()),
+            ),
+        )
+
     async def _declare(
-        self, js: JetStreamContext, spec: ServiceSpec, breakers: SharedBreakers
+        self, js: JetStreamContext, spec: ServiceSpec, shared: _Shared
     ) -> Consumer[Any]:
         ack_wait = self.settings.ack_wait_s
         consumer: Consumer[Any]
@@ -124,17 +165,29 @@ class ServiceHost:
             waiter = ResultWaiter(self.broker.connection, js, spec.name)
             await waiter.start()
             self._waiters.append(waiter)
-            consumer = AgentConsumer(
-                spec,
+            await shared.registry.declare(
+                spec.name, AgentPolicy(tools=spec.tools, delegates=spec.delegates)
+            )
+            runtime = AgentRuntime(
                 db=self.db,
                 waiter=waiter,
-                breakers=breakers,
+                breakers=shared.breakers,
                 prices=self.settings.prices,
-                ack_wait_s=ack_wait,
+                approvals=shared.approvals,
+                approval_ttl=timedelta(seconds=self.settings.approval_ttl_s),
+                redact=shared.consumers.redact,
+            )
+            consumer = AgentConsumer(
+                spec,
+                settings=shared.consumers,
+                runtime=runtime,
+                principals=shared.keys.principals,
             )
             stream = Stream.TASKS
         else:
-            consumer = ToolConsumer(spec, db=self.db, breakers=breakers, ack_wait_s=ack_wait)
+            consumer = ToolConsumer(
+                spec, settings=shared.consumers, breakers=shared.breakers, guards=shared.guards
+            )
             stream = Stream.TOOLS
         config = consumer_config(spec.service, consumer.subject, spec.pool, spec.retry, ack_wait)
         await ensure_consumer(js, stream, config)
@@ -189,6 +242,16 @@ class ServiceHost:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class _Shared:
+    keys: Keys
+    breakers: SharedBreakers
+    registry: AgentRegistry
+    approvals: Approvals
+    guards: ToolGuards
+    consumers: ConsumerSettings
 
 
 async def _supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:

@@ -13,11 +13,19 @@ from typing import Literal
 
 import structlog
 
+from services.redaction import Redactor
+
 LogFormat = Literal["auto", "json", "console"]
 
 
-def configure_logging(fmt: LogFormat = "auto", level: str = "info") -> None:
-    """Configure structlog (and stdlib logging underneath) once per process."""
+def configure_logging(
+    fmt: LogFormat = "auto", level: str = "info", redactor: Redactor | None = None
+) -> None:
+    """Configure structlog (and stdlib logging underneath) once per process.
+
+    With a ``redactor``, configured secrets and credential-shaped strings are
+    removed from every event before it is rendered.
+    """
     numeric = logging.getLevelNamesMapping()[level.upper()]
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
@@ -31,6 +39,7 @@ def configure_logging(fmt: LogFormat = "auto", level: str = "info") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info if use_json else structlog.dev.set_exc_info,
+            (redactor or Redactor()).processor,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

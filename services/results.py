@@ -13,7 +13,7 @@ while it waits.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import nats.errors
@@ -35,17 +35,25 @@ RESCAN_INTERVAL_S = 5.0
 class PendingResult:
     """A result some step is waiting for."""
 
-    def __init__(self, waiter: ResultWaiter, task_id: str, step_key: str, scan_first: bool) -> None:
+    def __init__(
+        self,
+        waiter: ResultWaiter,
+        task_id: str,
+        step_key: str,
+        scan_first: bool,
+        accept: Callable[[bytes], bool],
+    ) -> None:
         self._waiter = waiter
         self._task_id = task_id
         self._step_key = step_key
         self._scan_first = scan_first
+        self.accept = accept
         self.future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
     async def get(self) -> bytes:
         """The result's payload; waits as long as needed (the caller's pool bounds the time)."""
         if self._scan_first:
-            found = await self._waiter.read_back(self._task_id, self._step_key)
+            found = await self._waiter.read_back(self._task_id, self._step_key, self.accept)
             if found is not None:
                 return found
         while True:
@@ -60,7 +68,7 @@ class PendingResult:
                 rescan.cancel()
             if self.future.done():
                 return self.future.result()
-            found = await self._waiter.read_back(self._task_id, self._step_key)
+            found = await self._waiter.read_back(self._task_id, self._step_key, self.accept)
             if found is not None:
                 return found
 
@@ -94,14 +102,19 @@ class ResultWaiter:
 
     @asynccontextmanager
     async def expect(
-        self, task_id: str, step_key: str, *, scan_first: bool
+        self,
+        task_id: str,
+        step_key: str,
+        *,
+        scan_first: bool,
+        accept: Callable[[bytes], bool] = lambda _: True,
     ) -> AsyncIterator[PendingResult]:
         """Register interest in ``step_key`` *before* the request is sent, so no result is missed.
 
         ``scan_first``: read the stream before waiting (a result may exist from an
         earlier execution of this run).
         """
-        pending = PendingResult(self, task_id, step_key, scan_first)
+        pending = PendingResult(self, task_id, step_key, scan_first, accept)
         waiting = self._pending.setdefault(step_key, set())
         waiting.add(pending)
         try:
@@ -114,17 +127,23 @@ class ResultWaiter:
     async def _on_result(self, msg: Msg) -> None:
         key = (msg.headers or {}).get(Header.STEP_KEY)
         for pending in self._pending.get(key, ()) if key else ():
-            if not pending.future.done():
+            if not pending.future.done() and pending.accept(msg.data):
                 pending.future.set_result(msg.data)
 
-    async def read_back(self, task_id: str, step_key: str) -> bytes | None:
-        """The newest stored result for ``step_key`` of ``task_id``, or None."""
+    async def read_back(
+        self, task_id: str, step_key: str, accept: Callable[[bytes], bool] = lambda _: True
+    ) -> bytes | None:
+        """The newest stored result for ``step_key`` of ``task_id`` that ``accept`` takes."""
         newest = None
         try:
             async for raw in stored_messages(
                 self._js, Stream.RESULTS.value, result_subject(self._agent, task_id)
             ):
-                if (raw.headers or {}).get(Header.STEP_KEY) == step_key and raw.data is not None:
+                if (
+                    (raw.headers or {}).get(Header.STEP_KEY) == step_key
+                    and raw.data is not None
+                    and accept(raw.data)
+                ):
                     newest = raw.data
         except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError) as exc:
             # The live subscription or the next rescan will find it.

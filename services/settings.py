@@ -9,11 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import make_url
 
 from bulkheads import BreakerPolicy
 from outbox.database import sqlite_url
+from services.authorization import AfterUntrusted
 from services.pricing import DEFAULT_PRICES, ModelPrice
 
 
@@ -74,6 +76,65 @@ class Settings(BaseSettings):
     breaker_minimum_calls: int = Field(default=5, ge=1)
     breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
     breaker_open_s: float = Field(default=30.0, gt=0, description="Pause of an open breaker.")
+
+    env: Literal["development", "production"] = Field(
+        default="development",
+        description=(
+            "production refuses to start without configured keys; development makes a "
+            "local key in data_dir and trusts it."
+        ),
+    )
+    signing_key: SecretStr | None = Field(
+        default=None,
+        description="nkey seed (SU...) this process signs principals and approvals with.",
+    )
+    trusted_keys: list[str] = Field(
+        default_factory=list,
+        description="Public nkeys (U...) whose signed principals are accepted (JSON list).",
+    )
+    approver_keys: list[str] = Field(
+        default_factory=list,
+        description="Public nkeys (U...) whose approval grants are accepted (JSON list).",
+    )
+    approval_ttl_s: float = Field(
+        default=24 * 3600.0, gt=0, description="An approval nobody decides in time is denied."
+    )
+    principal_ttl_s: float = Field(
+        default=24 * 3600.0, gt=0, description="Lifetime of principals this process signs."
+    )
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token of the approval HTTP endpoint."
+    )
+    max_payload_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="Larger messages are dead-lettered unread."
+    )
+    secrets: list[SecretStr] = Field(
+        default_factory=list,
+        description="Values redacted from logs, journals and dead letters (JSON list).",
+    )
+
+    untrusted_rules: dict[str, dict[str, AfterUntrusted]] = Field(
+        default_factory=dict,
+        description=(
+            "Per tenant and tool, what a sensitive tool does after untrusted content: "
+            '{"acme": {"send_email": "refuse"}} (approve, refuse or allow).'
+        ),
+    )
+    approval_sweep_s: float = Field(
+        default=5.0, gt=0, description="How often agent hosts expire overdue approvals."
+    )
+
+    def secret_values(self) -> list[str]:
+        """Every configured value that must never be logged or stored."""
+        values = [s.get_secret_value() for s in self.secrets]
+        for secret in (self.signing_key, self.admin_token):
+            if secret is not None:
+                values.append(secret.get_secret_value())
+        for url in (self.database_url, self.nats_url):
+            password = make_url(url).password if url and "://" in url and "@" in url else None
+            if password:
+                values.append(str(password))
+        return values
 
     @property
     def prices(self) -> dict[str, ModelPrice]:

@@ -17,8 +17,11 @@ from pydantic import BaseModel, JsonValue, TypeAdapter
 
 from bulkheads import LoopGuardPolicy, PoolConfig, RetryPolicy
 from contracts.subjects import agent_service, check_name, tool_service
+from contracts.trust import Sensitivity
+from services.authorization import AfterUntrusted, default_after_untrusted
 from services.budgets import BudgetPolicy
 from services.errors import ConfigurationError
+from services.policies import ArgPolicy
 
 if TYPE_CHECKING:
     from contracts.tasks import TaskRequest
@@ -51,7 +54,7 @@ def _args_model(fn: ToolFn) -> type[BaseModel] | None:
 
 @dataclass(frozen=True)
 class ToolSpec:
-    """A tool: a function called with validated arguments, in its own pool."""
+    """A tool: a function called with validated arguments, in its own pool, behind its rules."""
 
     name: str
     fn: ToolFn
@@ -59,9 +62,24 @@ class ToolSpec:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     description: str = ""
     args_model: type[BaseModel] | None = None
+    scopes: tuple[str, ...] = ()
+    """Scopes the principal must hold."""
+    sensitivity: Sensitivity = Sensitivity.WRITE
+    """What the tool can do; egress, payment and destructive tools are guarded after
+    untrusted content."""
+    policies: tuple[ArgPolicy, ...] = ()
+    """Declarative argument rules, checked before every call."""
+    after_untrusted: AfterUntrusted | None = None
+    """The rule for a sensitive tool after untrusted content (default: approve)."""
+    always_approve: bool = False
+    """Every call needs a human's approval."""
+    trusted_output: bool = True
+    """Whether the tool's output may be treated as trusted (false for web, tickets, mail)."""
 
     def __post_init__(self) -> None:
         check_name(self.name)
+        if self.after_untrusted is None:
+            object.__setattr__(self, "after_untrusted", default_after_untrusted(self.sensitivity))
 
     @classmethod
     def of(cls, fn: ToolFn, *, name: str | None = None, **options: Any) -> ToolSpec:
@@ -93,6 +111,12 @@ class AgentSpec:
     loop_guard: LoopGuardPolicy = field(default_factory=LoopGuardPolicy)
     max_tokens: int = 1024
     """Output tokens a model call may use (and reserves) unless the call says otherwise."""
+    tools: tuple[str, ...] = ()
+    """The tools this agent may call; any other is refused (deny by default)."""
+    delegates: tuple[str, ...] = ()
+    """The agents this agent may hand child tasks to."""
+    max_context_bytes: int = 200_000
+    """A model call with a larger conversation is refused (``too_large``)."""
 
     def __post_init__(self) -> None:
         check_name(self.name)

@@ -13,6 +13,7 @@ from pydantic import JsonValue
 
 from contracts.budget import BudgetExceeded
 from contracts.errors import ErrorCode, ErrorInfo
+from contracts.trust import Provenance
 from outbox import JournalEntry
 from outbox.journal import StepStatus
 from services.errors import (
@@ -67,6 +68,12 @@ def is_finished(entry: JournalEntry) -> bool:
 
 def is_failure(entry: JournalEntry) -> bool:
     return entry.status == StepStatus.FAILED.value
+
+
+def provenance_of(entry: JournalEntry) -> list[Provenance]:
+    """The sources of a finished step's output, as recorded."""
+    outcome = entry.outcome if isinstance(entry.outcome, dict) else {}
+    return [Provenance.model_validate(p) for p in outcome.get("provenance", ())]
 
 
 def replay(entry: JournalEntry) -> JsonValue:

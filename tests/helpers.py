@@ -11,9 +11,19 @@ from typing import Any
 from nats.js import JetStreamContext
 
 from contracts.principal import Principal
+from services.identity import SigningKey
 from services.settings import Settings
 
 PRINCIPAL = Principal(user_id="tester", tenant="acme", scopes=("tickets:write",))
+
+TEST_KEY = SigningKey.generate()
+"""Signs the principals of the tests; every test service trusts it."""
+
+TRUST_TEST_KEY = {
+    "BALLAST_TRUSTED_KEYS": f'["{TEST_KEY.public_key}"]',
+    "BALLAST_APPROVER_KEYS": f'["{TEST_KEY.public_key}"]',
+}
+"""Environment that makes a service process trust the test key."""
 
 
 def unique(prefix: str) -> str:
@@ -29,6 +39,9 @@ def settings_for(nats_url: str, database_url: str, data_dir: Path, **overrides: 
         "data_dir": data_dir,
         "ack_wait_s": 2.0,
         "relay_sweep_interval_s": 0.2,
+        "signing_key": TEST_KEY.seed,
+        "trusted_keys": [TEST_KEY.public_key],
+        "approver_keys": [TEST_KEY.public_key],
         **overrides,
     }
     return Settings(**values)

@@ -39,7 +39,9 @@ class TestExports:
             (
                 contracts,
                 {
-                    "SCHEMA_VERSION", "STREAM_SUBJECTS", "BreakerChanged", "BreakerState",
+                    "SCHEMA_VERSION", "SENSITIVE", "STREAM_SUBJECTS", "ApprovalGrant",
+                    "ApprovalRequest", "ApprovalStatus", "AuthDecision", "Provenance",
+                    "Sensitivity", "Verdict", "BreakerChanged", "BreakerState",
                     "BudgetExceeded", "BudgetLimits", "BudgetMetric", "BudgetScope",
                     "Compensation", "ContractError", "DeadLetter",
                     "ErrorCode", "ErrorInfo", "Header", "InvalidNameError", "ParentRef",

@@ -13,10 +13,17 @@ from contracts.principal import Principal
 from contracts.schema_export import SCHEMA_DIR, export_schemas, stale_schemas
 from contracts.tasks import TaskRequest, TaskStatus
 from contracts.wire import new_id
-from services.cli import dlq
-from services.cli.common import console, fail, load_settings, reported, run, until_stopped
+from services.cli import approvals, dlq, keys
+from services.cli.common import (
+    client_for,
+    console,
+    fail,
+    load_settings,
+    reported,
+    run,
+    until_stopped,
+)
 from services.cli.status import status
-from services.client import BallastClient
 from services.host import ServiceHost
 from services.loader import load_services
 from services.stack import local_stack, nats_url_for_tools
@@ -30,6 +37,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(keys.app, name="keys")
+app.add_typer(approvals.app, name="approvals")
 schema_app = typer.Typer(help="The JSON Schema files of the wire contract.")
 app.add_typer(schema_app, name="schema")
 app.command()(status)
@@ -123,7 +132,7 @@ def publish(
         )
 
     async def main() -> TaskStatus | None:
-        async with BallastClient(nats_url_for_tools(settings)) as client:
+        async with client_for(settings) as client:
             fresh = await client.submit(task)
             console.print(f"task {task.task_id} {'published' if fresh else 'already published'}")
             if not wait:

@@ -6,6 +6,7 @@ import asyncio
 import signal
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -14,9 +15,13 @@ from rich.console import Console
 
 from contracts.errors import ContractError
 from outbox.errors import OutboxError
+from services.client import BallastClient
 from services.errors import BallastError, ConfigurationError
+from services.keys import resolve_keys
 from services.logging import configure_logging
+from services.redaction import Redactor
 from services.settings import Settings
+from services.stack import nats_url_for_tools
 
 T = TypeVar("T")
 
@@ -30,7 +35,7 @@ def load_settings() -> Settings:
         settings = Settings()
     except ValidationError as exc:
         fail(f"invalid BALLAST_* setting:\n{exc}", code=2)
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, Redactor(settings.secret_values()))
     return settings
 
 
@@ -74,3 +79,12 @@ async def until_stopped() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+def client_for(settings: Settings) -> BallastClient:
+    """A client for the configured (or local) broker that signs with the configured key."""
+    return BallastClient(
+        nats_url_for_tools(settings),
+        signer=resolve_keys(settings).signer,
+        principal_ttl=timedelta(seconds=settings.principal_ttl_s),
+    )

@@ -9,8 +9,7 @@ from nats.js import JetStreamContext
 from rich.progress import Progress
 from rich.table import Table
 
-from services.cli.common import console, fail, load_settings, run
-from services.client import BallastClient
+from services.cli.common import client_for, console, fail, load_settings, run
 from services.dead_letters import (
     StoredDeadLetter,
     dead_letter,
@@ -19,7 +18,6 @@ from services.dead_letters import (
     purge,
     redrive,
 )
-from services.stack import nats_url_for_tools
 
 app = typer.Typer(help="Dead-letter queues: messages that failed for good, kept for redrive.")
 
@@ -33,7 +31,7 @@ def list_(service: ServiceArg = None) -> None:
     """Count dead letters per service, or list those of SERVICE."""
 
     async def main() -> None:
-        async with BallastClient(nats_url_for_tools(load_settings())) as client:
+        async with client_for(load_settings()) as client:
             if service is None:
                 counts = await dead_letter_counts(client.js)
                 table = Table("service", "dead letters")
@@ -64,7 +62,7 @@ def show(
     """Print one dead letter in full: payload, headers, error, attempts, times."""
 
     async def main() -> None:
-        async with BallastClient(nats_url_for_tools(load_settings())) as client:
+        async with client_for(load_settings()) as client:
             item = await dead_letter(client.js, seq)
             console.print_json(item.letter.model_dump_json())
 
@@ -81,7 +79,7 @@ def redrive_(
         fail("name a SERVICE (all its dead letters) or give --seq N", code=2)
 
     async def main() -> None:
-        async with BallastClient(nats_url_for_tools(load_settings())) as client:
+        async with client_for(load_settings()) as client:
             chosen = await _chosen(client.js, service, seq)
             with Progress(console=console, transient=False) as progress:
                 bar = progress.add_task("redriving", total=len(chosen))
@@ -112,7 +110,7 @@ def purge_(
         raise typer.Exit(1)
 
     async def main() -> None:
-        async with BallastClient(nats_url_for_tools(load_settings())) as client:
+        async with client_for(load_settings()) as client:
             removed = await purge(client.js, service)
             console.print(f"purged {removed} dead letter(s)")
 

@@ -8,10 +8,8 @@ from rich.table import Table
 from contracts.subjects import Stream
 from contracts.wire import utc_now
 from outbox import Database, JetStreamPublisher, Relay
-from services.cli.common import console, load_settings, run
-from services.client import BallastClient
+from services.cli.common import client_for, console, load_settings, run
 from services.dead_letters import dead_letter_counts
-from services.stack import nats_url_for_tools
 
 
 def status() -> None:
@@ -19,7 +17,7 @@ def status() -> None:
 
     async def main() -> None:
         settings = load_settings()
-        async with BallastClient(nats_url_for_tools(settings)) as client:
+        async with client_for(settings) as client:
             streams = Table("stream", "messages", "bytes", "consumers")
             consumers = Table(
                 "consumer", "stream", "pending", "in flight", "redelivered", "max in flight"

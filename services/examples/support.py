@@ -29,11 +29,13 @@ from sqlmodel import SQLModel
 from bulkheads import PoolConfig, RetryPolicy
 from contracts.subjects import event_subject
 from contracts.tasks import TaskRequest
+from contracts.trust import Sensitivity
 from contracts.wire import utc_now
 from outbox.columns import UtcDateTime
 from services.agent_context import AgentContext
 from services.app import Ballast
 from services.llm import ChatMessage, ModelToolCall, ScriptedModel, ToolDefinition
+from services.spotlight import DATA_RULE, unwrap
 from services.tools import ToolContext
 
 app = Ballast("support")
@@ -102,7 +104,7 @@ class LookupArgs(BaseModel):
     limit: int = Field(default=2, ge=1, le=10)
 
 
-@app.tool(pool=PoolConfig(size=4, timeout_s=5.0))
+@app.tool(pool=PoolConfig(size=4, timeout_s=5.0), sensitivity=Sensitivity.READ)
 async def lookup(ctx: ToolContext, args: LookupArgs) -> dict[str, object]:
     """Search the knowledge base by word overlap; best matches first."""
     wanted = _words(args.query)
@@ -122,7 +124,12 @@ class CreateTicketArgs(BaseModel):
     summary: str
 
 
-@app.tool(pool=PoolConfig(size=2, timeout_s=5.0), retry=RetryPolicy(max_deliveries=4))
+@app.tool(
+    pool=PoolConfig(size=2, timeout_s=5.0),
+    retry=RetryPolicy(max_deliveries=4),
+    scopes=("tickets:write",),
+    sensitivity=Sensitivity.WRITE,
+)
 async def create_ticket(ctx: ToolContext, args: CreateTicketArgs) -> dict[str, object]:
     """Open a ticket: one row and one event, committed with the result or not at all."""
     # The id derives from the idempotency key: a retried call could never make a second ticket.
@@ -152,13 +159,13 @@ _OUTAGE_WORDS = {"502", "down", "error", "fails", "failing", "outage", "broken"}
 def _triage_script(
     messages: Sequence[ChatMessage], tools: Sequence[ToolDefinition]
 ) -> str | list[ModelToolCall]:
-    text = messages[-1].content
+    text = unwrap(messages[-1].content)
     urgent = bool(_words(text) & _OUTAGE_WORDS)
     return json.dumps(
         {
             "category": "incident" if urgent else "question",
             "priority": "high" if urgent else "normal",
-            "title": text[:80],
+            "title": text[:80].strip(),
             "research_query": text,
         }
     )
@@ -216,14 +223,17 @@ class TicketRef(BaseModel):
     ticket_id: str
 
 
-@app.agent(model=TRIAGE_MODEL)
+@app.agent(model=TRIAGE_MODEL, tools=("create_ticket",), delegates=("research",))
 async def triage(ctx: AgentContext, task: TaskRequest) -> dict[str, object]:
     """Classify a customer message, research it, and open a ticket."""
     request = SupportRequest.model_validate(task.input)
     reply = await ctx.llm(
         [
-            ChatMessage(role="system", content="Classify the message. Answer in JSON."),
-            ChatMessage(role="user", content=request.message),
+            ChatMessage(
+                role="system", content=f"Classify the message. Answer in JSON. {DATA_RULE}"
+            ),
+            # The customer wrote this: it goes in as marked data, never as instructions.
+            ctx.untrusted_message(request.message, source="customer", document_id=task.task_id),
         ]
     )
     plan = TriagePlan.model_validate_json(reply.content or "{}")
@@ -249,7 +259,7 @@ async def triage(ctx: AgentContext, task: TaskRequest) -> dict[str, object]:
     }
 
 
-@app.agent(model=RESEARCH_MODEL)
+@app.agent(model=RESEARCH_MODEL, tools=("lookup",))
 async def research(ctx: AgentContext, task: TaskRequest) -> Research:
     """Find what the knowledge base knows about a question and summarise it."""
     question = str(task.input["question"])

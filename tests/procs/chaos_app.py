@@ -58,6 +58,7 @@ def _plan(
 
 
 @app.agent(
+    tools=("record_effect",),
     model=ScriptedModel("scripted-triage", _plan),
     pool=PoolConfig(size=16, timeout_s=60),
     retry=RetryPolicy(max_deliveries=20, initial_delay_s=0.1, max_delay_s=1.0),

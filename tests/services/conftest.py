@@ -14,7 +14,7 @@ from services.embedded import EmbeddedNats
 from services.host import ServiceHost
 from services.settings import Settings
 from services.specs import ServiceSpec
-from tests.helpers import settings_for
+from tests.helpers import TEST_KEY, settings_for
 
 StartHost = Callable[..., "AsyncIterator[ServiceHost]"]
 
@@ -37,7 +37,7 @@ class Hosts:
         return await self._stack.enter_async_context(host)
 
     async def client(self, server: EmbeddedNats) -> BallastClient:
-        return await self._stack.enter_async_context(BallastClient(server.url))
+        return await self._stack.enter_async_context(BallastClient(server.url, signer=TEST_KEY))
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from services.breakers import SharedBreakers
 from services.embedded import EmbeddedNats
 from services.tools import ToolContext
 from tests.helpers import eventually, subject_count, unique
+from tests.services.callers import caller_call, publish_call
 from tests.services.conftest import Hosts
-from tests.services.test_dead_letters import caller_call, publish_call
 
 POLICY = BreakerPolicy(window=4, minimum_calls=2, failure_rate=0.5, open_for_s=1.0)
 

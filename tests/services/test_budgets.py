@@ -61,6 +61,7 @@ class TestConcurrentRuns:
             model=MODEL,
             pool=PoolConfig(size=50, timeout_s=60),
             budget=BudgetPolicy(per_user_day=caps),
+            tools=(tool,),
             max_tokens=16,
         )
         async def run(ctx: AgentContext, task: TaskRequest) -> JsonValue:

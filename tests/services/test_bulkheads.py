@@ -14,8 +14,8 @@ from services.app import Ballast
 from services.embedded import EmbeddedNats
 from services.tools import ToolContext
 from tests.helpers import unique
+from tests.services.callers import caller_call, publish_call
 from tests.services.conftest import Hosts
-from tests.services.test_dead_letters import caller_call, publish_call
 
 
 class Job(BaseModel):

@@ -24,16 +24,16 @@ from services.embedded import EmbeddedNats
 from services.errors import HandlerError
 from services.examples.support import LookupResult
 from services.tools import ToolContext
-from tests.helpers import eventually, subject_count, unique
+from tests.helpers import TRUST_TEST_KEY, eventually, subject_count, unique
+from tests.services.callers import caller_call, publish_call
 from tests.services.conftest import Hosts
-from tests.services.test_dead_letters import caller_call, publish_call
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli_env(**values: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BALLAST_")}
-    return {**env, "BALLAST_LOG_FORMAT": "json", "COLUMNS": "200", **values}
+    return {**env, "BALLAST_LOG_FORMAT": "json", "COLUMNS": "200", **TRUST_TEST_KEY, **values}
 
 
 def ballast(
@@ -68,7 +68,15 @@ class TestUpAndPublish:
             await eventually(lambda: _exists(url_file), timeout_s=20, what="ballast up to start")
             task_input = json.dumps({"customer": "acme", "message": "login page is down"})
             published = await aballast(
-                "publish", "triage", task_input, "--wait", "--timeout", "30", env=env
+                "publish",
+                "triage",
+                task_input,
+                "--scope",
+                "tickets:write",
+                "--wait",
+                "--timeout",
+                "30",
+                env=env,
             )
             assert published.returncode == 0, published.stderr
             result = json.loads(published.stdout[published.stdout.index("{") :])

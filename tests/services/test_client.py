@@ -12,7 +12,7 @@ from services.agent_context import AgentContext
 from services.app import Ballast
 from services.client import BallastClient
 from services.embedded import EmbeddedNats
-from tests.helpers import PRINCIPAL, unique
+from tests.helpers import PRINCIPAL, TEST_KEY, unique
 from tests.services.conftest import Hosts
 
 
@@ -29,7 +29,7 @@ class TestWaiting:
 
         await hosts.start(own_nats, app.specs)
         tasks = [TaskRequest(agent=agent, principal=PRINCIPAL) for _ in range(50)]
-        async with BallastClient(own_nats.url) as client:
+        async with BallastClient(own_nats.url, signer=TEST_KEY) as client:
             waits = [asyncio.create_task(client.wait(t.task_id, timeout_s=30)) for t in tasks]
             for task in tasks:
                 await client.submit(task)
@@ -38,6 +38,6 @@ class TestWaiting:
             assert info.state.consumer_count == 1
         assert [r.output for r in results] == [t.task_id for t in tasks]
 
-        async with BallastClient(own_nats.url) as late:
+        async with BallastClient(own_nats.url, signer=TEST_KEY) as late:
             again = await late.wait(tasks[0].task_id, timeout_s=10)
         assert again.status is TaskStatus.COMPLETED

@@ -25,7 +25,7 @@ from contracts.subjects import Stream
 from outbox import Database, JournalEntry, sqlite_url
 from services.client import BallastClient
 from services.embedded import EmbeddedNats
-from tests.helpers import PRINCIPAL, eventually, subject_count
+from tests.helpers import PRINCIPAL, TEST_KEY, TRUST_TEST_KEY, eventually, subject_count
 from tests.procs.chaos_app import Effect
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,6 +77,7 @@ def service_env(server: EmbeddedNats, database_url: str, data_dir: Path) -> dict
         "BALLAST_LOG_LEVEL": "warning",
         "BALLAST_ACK_WAIT_S": "2",
         "BALLAST_RELAY_SWEEP_INTERVAL_S": "0.2",
+        **TRUST_TEST_KEY,
     }
 
 
@@ -114,7 +115,7 @@ async def test_killed_hosts_lose_nothing_and_repeat_nothing(
     await tool.start()
     await agent.start()
     try:
-        async with BallastClient(own_nats.url) as client:
+        async with BallastClient(own_nats.url, signer=TEST_KEY) as client:
             for stream, name in (
                 (Stream.TASKS, "agent-chaos_agent"),
                 (Stream.TOOLS, "tool-record_effect"),

@@ -21,33 +21,12 @@ from services.errors import HandlerError
 from services.tools import ToolContext
 from tests.helpers import PRINCIPAL, eventually, subject_count, unique
 from tests.outbox.conftest import Widget, widget_count
+from tests.services.callers import caller_call, publish_call
 from tests.services.conftest import Hosts
 
 
 class Note(BaseModel):
     text: str
-
-
-def caller_call(tool: str, *, call_id: str, agent: str = "caller", text: str = "hi") -> ToolCall:
-    """A call as an agent would publish it."""
-    return ToolCall(
-        call_id=call_id,
-        tool=tool,
-        args={"text": text},
-        task_id=call_id.split(":", maxsplit=1)[0],
-        agent=agent,
-        principal=PRINCIPAL,
-    )
-
-
-async def publish_call(
-    js: JetStreamContext, call: ToolCall, *, message_id: str | None = None
-) -> None:
-    await js.publish(
-        tool_subject(call.tool),
-        call.model_dump_json().encode(),
-        headers={"Nats-Msg-Id": message_id or call.call_id},
-    )
 
 
 class TestRetryThenDeadLetter:
@@ -69,7 +48,7 @@ class TestRetryThenDeadLetter:
             attempts.append(time.monotonic())
             raise RuntimeError("upstream is down")
 
-        @app.agent(agent_name, retry=RetryPolicy(max_deliveries=1))
+        @app.agent(agent_name, retry=RetryPolicy(max_deliveries=1), tools=(tool_name,))
         async def caller(ctx: AgentContext, task: TaskRequest) -> JsonValue:
             return await ctx.tool(tool_name, {"text": "x"})
 

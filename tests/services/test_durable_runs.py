@@ -46,7 +46,7 @@ class TestReexecution:
             ctx.session.add(Widget(name=args.text))
             return {"stored": args.text}
 
-        @app.agent(agent, retry=FAST_RETRY)
+        @app.agent(agent, retry=FAST_RETRY, tools=(tool,))
         async def run(ctx: AgentContext, task: TaskRequest) -> JsonValue:
             nonlocal executions
             executions += 1
@@ -85,7 +85,7 @@ class TestReexecution:
                 await asyncio.sleep(0.05 if args.text == "0" else 0)
                 return ctx.idempotency_key
 
-        @app.agent(agent)
+        @app.agent(agent, tools=tuple(tools))
         async def run(ctx: AgentContext, task: TaskRequest) -> JsonValue:
             keys = await asyncio.gather(
                 *(ctx.tool(name, {"text": str(i)}) for i, name in enumerate(tools))
@@ -115,7 +115,7 @@ class TestNonDeterminism:
             async def noop(ctx: ToolContext, args: Item) -> str:
                 return "ok"
 
-        @app.agent(agent, retry=FAST_RETRY)
+        @app.agent(agent, retry=FAST_RETRY, tools=(first, second))
         async def run(ctx: AgentContext, task: TaskRequest) -> JsonValue:
             nonlocal executions
             executions += 1
@@ -153,7 +153,7 @@ class TestStepsAndChildren:
                 raise HandlerError("child refuses", retryable=False)
             return {"doubled": 2 * int(str(task.input["n"]))}
 
-        @app.agent(parent)
+        @app.agent(parent, delegates=(child,))
         async def parent_run(ctx: AgentContext, task: TaskRequest) -> JsonValue:
             try:
                 await ctx.step("charge", refuse)

@@ -39,7 +39,7 @@ class TestLoopGuard:
             runs += 1
             return "nothing found"
 
-        @app.agent(agent, loop_guard=LoopGuardPolicy(max_identical_calls=3))
+        @app.agent(agent, loop_guard=LoopGuardPolicy(max_identical_calls=3), tools=(tool,))
         async def stuck(ctx: AgentContext, task: TaskRequest) -> JsonValue:
             while True:  # a model that keeps asking the same thing
                 await ctx.tool(tool, {"q": "same"})
@@ -64,7 +64,7 @@ class TestLoopGuard:
         async def broken(ctx: ToolContext, args: Query) -> str:
             raise HandlerError("no such record", retryable=False)
 
-        @app.agent(agent, loop_guard=LoopGuardPolicy(max_consecutive_failures=2))
+        @app.agent(agent, loop_guard=LoopGuardPolicy(max_consecutive_failures=2), tools=(tool,))
         async def persistent(ctx: AgentContext, task: TaskRequest) -> JsonValue:
             for attempt in range(10):
                 try:
@@ -115,7 +115,12 @@ def booking_app(ran: Counter[str], *, budget: BudgetPolicy | None = None) -> tup
         ran["ship"] += 1
         raise HandlerError("warehouse closed", retryable=False)
 
-    @app.agent(agent, retry=RetryPolicy(max_deliveries=1), budget=budget)
+    @app.agent(
+        agent,
+        retry=RetryPolicy(max_deliveries=1),
+        budget=budget,
+        tools=("reserve_room", "cancel_room", "charge", "refund", "ship"),
+    )
     async def travel(ctx: AgentContext, task: TaskRequest) -> JsonValue:
         room = await ctx.tool(
             "reserve_room",

@@ -13,8 +13,8 @@ from services.stream_reader import stored_messages
 from services.tools import ToolContext
 from tests.helpers import eventually, subject_count, unique
 from tests.outbox.conftest import Widget, widget_count
+from tests.services.callers import caller_call, publish_call
 from tests.services.conftest import Hosts
-from tests.services.test_dead_letters import caller_call, publish_call
 
 
 class Item(BaseModel):
