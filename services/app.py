@@ -54,6 +54,7 @@ class Ballast:
         after_untrusted: AfterUntrusted | None = None,
         always_approve: bool | None = None,
         trusted_output: bool | None = None,
+        events: tuple[str, ...] | None = None,
         description: str | None = None,
     ) -> Callable[[ToolFn], ToolSpec]:
         """Declare a tool; the function takes ``(ctx, args)`` and returns JSON data or a model."""
@@ -64,6 +65,7 @@ class Ballast:
             after_untrusted=after_untrusted,
             always_approve=always_approve,
             trusted_output=trusted_output,
+            events=events,
         )
 
         def register(fn: ToolFn) -> ToolSpec:

@@ -10,11 +10,37 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from faststream.nats import NatsBroker
+from faststream.nats.security import NatsNKey
+
+from services.settings import Settings
 
 log = structlog.get_logger("ballast.broker")
+
+
+@dataclass(frozen=True, slots=True)
+class NatsCredentials:
+    """Who a process is to NATS: its nkey user and the inbox its replies arrive on."""
+
+    nkey_seed: str | None = None
+    inbox_prefix: str = "_INBOX"
+
+    @classmethod
+    def of(cls, settings: Settings) -> NatsCredentials:
+        seed = settings.nats_nkey_seed.get_secret_value() if settings.nats_nkey_seed else None
+        return cls(seed, settings.nats_inbox_prefix)
+
+    def connect_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``nats.connect``."""
+        options: dict[str, Any] = {"inbox_prefix": self.inbox_prefix}
+        if self.nkey_seed:
+            options["nkeys_seed_str"] = self.nkey_seed
+        return options
+
 
 PING_INTERVAL_S = 5
 RECONNECT_WAIT_S = 1
@@ -28,6 +54,7 @@ def make_broker(
     servers: str,
     *,
     name: str,
+    credentials: NatsCredentials,
     on_reconnected: Callable[[], Awaitable[None]] | None = None,
     closing: Callable[[], bool] = lambda: False,
 ) -> NatsBroker:
@@ -57,6 +84,8 @@ def make_broker(
         ping_interval=PING_INTERVAL_S,
         max_outstanding_pings=3,
         error_cb=_on_error,
+        security=NatsNKey.from_seed(credentials.nkey_seed) if credentials.nkey_seed else None,
+        inbox_prefix=credentials.inbox_prefix,
         disconnected_cb=disconnected,
         reconnected_cb=reconnected,
         # Handlers get the raw message (see services.delivery); no dependency injection.

@@ -29,6 +29,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from contracts.subjects import PREFIX, Header, Stream, task_subject
 from contracts.tasks import TaskRequest, TaskResult
 from contracts.wire import utc_now
+from services.broker import NatsCredentials
 from services.errors import BrokerError
 from services.identity import SigningKey, sign_principal
 
@@ -51,8 +52,10 @@ class BallastClient:
         signer: SigningKey | None = None,
         principal_ttl: timedelta = timedelta(hours=24),
         publish_timeout_s: float = 30.0,
+        credentials: NatsCredentials | None = None,
     ) -> None:
         self.url = url
+        self.credentials = credentials or NatsCredentials()
         self.signer = signer
         """Signs the principal of every task submitted (services refuse unsigned ones)."""
         self.principal_ttl = principal_ttl
@@ -76,7 +79,11 @@ class BallastClient:
     async def connect(self) -> None:
         try:
             self._nc = await nats.connect(
-                self.url, connect_timeout=5, max_reconnect_attempts=-1, reconnect_time_wait=0.5
+                self.url,
+                connect_timeout=5,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                **self.credentials.connect_options(),
             )
         except (OSError, nats.errors.NoServersError) as exc:
             raise BrokerError(

@@ -29,7 +29,7 @@ from services.agent_context import AgentRuntime
 from services.agents import AgentConsumer
 from services.approvals import Approvals, sweep_expired
 from services.breakers import SharedBreakers
-from services.broker import make_broker
+from services.broker import NatsCredentials, make_broker
 from services.delivery import Consumer, ConsumerSettings
 from services.errors import ConfigurationError
 from services.keys import Keys, resolve_keys
@@ -67,9 +67,11 @@ class ServiceHost:
         self.name = name
         self.db = Database(settings.resolved_database_url())
         self._stopping = False
+        self.credentials = NatsCredentials.of(settings)
         self.broker: NatsBroker = make_broker(
             settings.nats_url,
             name=name,
+            credentials=self.credentials,
             on_reconnected=self._reconnected,
             closing=lambda: self._stopping,
         )
@@ -139,8 +141,10 @@ class ServiceHost:
         breakers = SharedBreakers(js, self.db, settings.breaker_policy)
         registry = AgentRegistry(js)
         approvals = Approvals(js)
-        for store in (breakers, registry, approvals):
-            await store.start()
+        await breakers.start()
+        await registry.start()
+        if any(isinstance(spec, AgentSpec) for spec in self.specs):
+            await approvals.start()  # only agents keep approvals
         self.breakers = breakers
         return _Shared(
             keys=keys,
@@ -200,6 +204,7 @@ class ServiceHost:
             max_workers=spec.pool.size,
             ack_policy=AckPolicy.MANUAL,
             decoder=_raw_message,
+            inbox_prefix=f"{self.credentials.inbox_prefix}.".encode(),
         )(consumer)
         return consumer
 

@@ -35,6 +35,14 @@ class Settings(BaseSettings):
             "Unset: a SQLite file in data_dir."
         ),
     )
+    nats_nkey_seed: SecretStr | None = Field(
+        default=None,
+        description="This service's NATS user (nkey seed), from 'ballast nats-config'.",
+    )
+    nats_inbox_prefix: str = Field(
+        default="_INBOX",
+        description="Reply subjects of this service; its NATS user may read only these.",
+    )
     data_dir: Path = Field(
         default=Path(".ballast"),
         description="Where the embedded broker and the SQLite database keep their files.",
@@ -127,7 +135,7 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every configured value that must never be logged or stored."""
         values = [s.get_secret_value() for s in self.secrets]
-        for secret in (self.signing_key, self.admin_token):
+        for secret in (self.signing_key, self.admin_token, self.nats_nkey_seed):
             if secret is not None:
                 values.append(secret.get_secret_value())
         for url in (self.database_url, self.nats_url):

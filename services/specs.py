@@ -75,6 +75,8 @@ class ToolSpec:
     """Every call needs a human's approval."""
     trusted_output: bool = True
     """Whether the tool's output may be treated as trusted (false for web, tickets, mail)."""
+    events: tuple[str, ...] = ()
+    """Event subjects (after ``ballast.event.``) the tool may publish, e.g. 'ticket.created'."""
 
     def __post_init__(self) -> None:
         check_name(self.name)

@@ -35,7 +35,7 @@ from outbox.tables import AuditRecord
 from services.authorization import AfterUntrusted, CallUnderReview, Decision, decide
 from services.breakers import SharedBreakers, is_outage
 from services.delivery import Consumer, ConsumerSettings, Delivery, Output
-from services.errors import AuthenticationError, InvalidMessageError
+from services.errors import AuthenticationError, ForbiddenError, InvalidMessageError
 from services.identity import verify_grant, verify_principal
 from services.keys import Keys
 from services.registry import AgentRegistry
@@ -58,8 +58,11 @@ class ToolGuards:
 class ToolContext:
     """What a tool function gets besides its arguments."""
 
-    def __init__(self, call: ToolCall, attempt: int, uow: UnitOfWork) -> None:
+    def __init__(
+        self, call: ToolCall, attempt: int, uow: UnitOfWork, events: tuple[str, ...] = ()
+    ) -> None:
         self.call = call
+        self._events = frozenset(event_subject(*e.split(".")) for e in events)
         self.attempt = attempt
         """1 on the first delivery of this call, higher on retries."""
         self._uow = uow
@@ -78,7 +81,14 @@ class ToolContext:
         return self._uow.session
 
     def publish(self, subject: str, payload: BaseModel, *, message_id: str | None = None) -> None:
-        """Publish an event when (and only if) this call's result commits."""
+        """Publish an event when (and only if) this call's result commits.
+
+        Only the events the tool declared (``events=``) may be published.
+        """
+        if subject not in self._events:
+            raise ForbiddenError(
+                f"{self.call.tool} did not declare the event {subject}; add it to events="
+            )
         self._uow.publish(
             subject,
             payload,
@@ -145,7 +155,7 @@ class ToolConsumer(Consumer[ToolCall]):
         spec = self.spec
         args = spec.args_model.model_validate(message.args) if spec.args_model else message.args
         async with UnitOfWork(self.db) as uow:
-            ctx = ToolContext(message, delivery.attempt, uow)
+            ctx = ToolContext(message, delivery.attempt, uow, spec.events)
             if not spec.trusted_output:
                 ctx.from_source(f"tool:{spec.name}", trusted=False)
             output = await self.breakers.call(

@@ -26,6 +26,7 @@ from services.cli.common import (
 from services.cli.status import status
 from services.host import ServiceHost
 from services.loader import load_services
+from services.nats_config import render_config, render_credentials, users_for
 from services.stack import local_stack, nats_url_for_tools
 
 DEMO_APP = "services.examples.support:app"
@@ -144,6 +145,31 @@ def publish(
     status_ = run(main())
     if status_ is not None and status_ is not TaskStatus.COMPLETED:
         raise typer.Exit(1)
+
+
+@app.command("nats-config")
+def nats_config(
+    target: Annotated[str, typer.Argument(help="MODULE:OBJECT of the app.")] = DEMO_APP,
+    out: Annotated[Path, typer.Option(help="Directory for nats.conf and credentials.")] = Path(
+        "nats-config"
+    ),
+) -> None:
+    """Write a nats-server config with one user per service, each allowed only its own subjects.
+
+    Also writes credentials/<user>.env (BALLAST_NATS_NKEY_SEED, BALLAST_NATS_INBOX_PREFIX)
+    for every service, for 'admin' (operators) and 'client' (applications). Keep them secret.
+    """
+    with reported():
+        _, specs = load_services(target)
+    users = users_for(specs)
+    creds = out / "credentials"
+    creds.mkdir(parents=True, exist_ok=True)
+    (out / "nats.conf").write_text(render_config(users), encoding="utf-8")
+    for user in users:
+        path = creds / f"{user.name}.env"
+        path.write_text(render_credentials(user), encoding="utf-8")
+        path.chmod(0o600)
+    console.print(f"wrote {out / 'nats.conf'} and {len(users)} credentials in {creds}")
 
 
 @schema_app.command("export")

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from contracts.errors import ContractError
 from outbox.errors import OutboxError
+from services.broker import NatsCredentials
 from services.client import BallastClient
 from services.errors import BallastError, ConfigurationError
 from services.keys import resolve_keys
@@ -87,4 +88,5 @@ def client_for(settings: Settings) -> BallastClient:
         nats_url_for_tools(settings),
         signer=resolve_keys(settings).signer,
         principal_ttl=timedelta(seconds=settings.principal_ttl_s),
+        credentials=NatsCredentials.of(settings),
     )

@@ -129,6 +129,7 @@ class CreateTicketArgs(BaseModel):
     retry=RetryPolicy(max_deliveries=4),
     scopes=("tickets:write",),
     sensitivity=Sensitivity.WRITE,
+    events=("ticket.created",),
 )
 async def create_ticket(ctx: ToolContext, args: CreateTicketArgs) -> dict[str, object]:
     """Open a ticket: one row and one event, committed with the result or not at all."""
