@@ -94,12 +94,15 @@ class Approvals:
 
     async def all(self, agent: str | None = None) -> list[StoredApproval]:
         """Every approval (of ``agent``), newest request last."""
-        try:
-            keys = await self.kv.keys(filters=[f"{agent}.>" if agent else ">"])
-        except nats.js.errors.NoKeysError:
-            return []
+        # The stream's subject list, not kv.keys(): that creates a consumer per call, and a
+        # stream holds at most 1000 of them (nats-server 2.15's default limit).
+        prefix = f"$KV.{BUCKET}."
+        info = await self._js.stream_info(
+            f"KV_{BUCKET}", subjects_filter=f"{prefix}{agent or '*'}.>"
+        )
         found = []
-        for key in keys:
+        for subject in info.state.subjects or {}:
+            key = subject.removeprefix(prefix)
             with contextlib.suppress(nats.js.errors.KeyNotFoundError):
                 entry = await self.kv.get(key)
                 if entry.value:
