@@ -50,6 +50,8 @@ def describe(seen: Seen) -> str:
         return f"result of {what} for step {step[:10]}: {data['status']}"
     if seen.subject.startswith(f"{PREFIX}.event.task."):
         return f"task {data['task_id'][:8]} of {data['agent']} {data['status']}"
+    if seen.subject.startswith(f"{PREFIX}.event.auth."):
+        return f"{data['verdict']}: {data['agent']} -> {data['tool']} ({data['rule']})"
     return json.dumps(data)[:90]
 
 

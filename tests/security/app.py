@@ -214,3 +214,8 @@ async def assistant(ctx: AgentContext, task: TaskRequest) -> JsonValue:
     ]
     reply = await tool_loop(ctx, messages, TOOLS, max_turns=8)
     return {"answer": reply.content}
+
+
+tools_only = Ballast("office-tools")
+"""The same tools without the agent, to run them in a process of their own."""
+tools_only.tools.update(app.tools)
