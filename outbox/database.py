@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, make_url
+from sqlalchemy import event, make_url, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -67,6 +68,14 @@ class Database:
                 await conn.run_sync(SQLModel.metadata.create_all)
         except OSError as exc:  # pragma: no cover - depends on the environment
             raise DatabaseError(f"cannot reach the database at {self.safe_url}: {exc}") from exc
+
+    async def ping(self) -> None:
+        """Run ``SELECT 1``; raises `DatabaseError` when the database does not answer."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (OSError, sa_exc.SQLAlchemyError) as exc:
+            raise DatabaseError(f"the database at {self.safe_url} does not answer: {exc}") from exc
 
     @property
     def safe_url(self) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -60,6 +61,8 @@ class Relay:
         self._wake = asyncio.Event()
         self.published_total = 0
         """Rows marked sent by this relay since it started."""
+        self.last_round_at: float | None = None
+        """Monotonic time of the last round that completed (the relay's heartbeat)."""
 
     def nudge(self) -> None:
         """Ask for a round now; cheap, safe to call from any commit."""
@@ -78,6 +81,7 @@ class Relay:
                 await asyncio.sleep(backoff)
                 continue
             backoff = 0.0
+            self.last_round_at = time.monotonic()
             if sent >= self._config.batch_size:
                 continue
             with contextlib.suppress(TimeoutError):
@@ -109,18 +113,24 @@ class Relay:
 
     async def unsent_count(self) -> int:
         """Rows committed but not yet acknowledged by the broker."""
-        async with self._db.session() as session:
-            count = await session.scalar(
-                select(func.count()).select_from(_T).where(_T.c.sent_at.is_(None))
-            )
-            return int(count or 0)
+        count = await self._scalar(
+            select(func.count()).select_from(_T).where(_T.c.sent_at.is_(None))
+        )
+        return int(count or 0)
 
     async def oldest_unsent_at(self) -> datetime | None:
         """When the oldest unsent row was written (the relay's lag), or None."""
-        async with self._db.session() as session:
-            return await session.scalar(
-                select(func.min(_T.c.created_at)).where(_T.c.sent_at.is_(None))
-            )
+        oldest: datetime | None = await self._scalar(
+            select(func.min(_T.c.created_at)).where(_T.c.sent_at.is_(None))
+        )
+        return oldest
+
+    async def _scalar(self, query: Any) -> Any:
+        try:
+            async with self._db.session() as session:
+                return await session.scalar(query)
+        except sa_exc.SQLAlchemyError as exc:
+            raise DatabaseError(f"could not read the outbox: {exc}") from exc
 
     def _select_unsent(self) -> Any:
         return (

@@ -11,6 +11,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any, Self
 
+from opentelemetry import propagate
 from pydantic import BaseModel
 from sqlalchemy import delete, insert
 from sqlalchemy import exc as sa_exc
@@ -82,12 +83,15 @@ class UnitOfWork:
         """
         data = payload.model_dump_json().encode() if isinstance(payload, BaseModel) else payload
         mid = message_id or new_id()
+        headers = dict(headers or {})
+        # The trace of whatever writes the message continues in whoever consumes it.
+        propagate.inject(headers)
         self._outgoing.append(
             {
                 "message_id": mid,
                 "subject": subject,
                 "payload": data,
-                "headers": dict(headers or {}),
+                "headers": headers,
                 "created_at": utc_now(),
                 "attempts": 0,
             }

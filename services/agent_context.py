@@ -56,12 +56,14 @@ from services.errors import (
     ToolCallError,
 )
 from services.llm import ChatMessage, ChatModel, ChatReply, ToolDefinition
-from services.pricing import ModelPrice
+from services.metrics import Metrics
+from services.pricing import MICRO, ModelPrice
 from services.redaction import Redactor
 from services.results import ResultWaiter
 from services.specs import AgentSpec, to_json_value
 from services.spotlight import spotlight
 from services.steps import (
+    RUN_SEQ,
     StepKind,
     check_same_step,
     completed,
@@ -71,6 +73,7 @@ from services.steps import (
     provenance_of,
     replay,
 )
+from services.telemetry import tracer
 
 _CHILD_TASK_NAMESPACE = uuid.UUID("6f1c1c8e-8d1e-4a53-9a57-6b1f2f7e4d10")
 
@@ -106,6 +109,7 @@ class AgentRuntime:
     approval_ttl: timedelta
     redact: Redactor
     """Removes secrets from what goes into the journal."""
+    metrics: Metrics
 
 
 class AgentContext:
@@ -141,6 +145,31 @@ class AgentContext:
     @property
     def principal(self) -> Principal:
         return self.task.principal
+
+    async def begin(self) -> None:
+        """Record the run (sequence 0) on its first execution: what traces and listings show."""
+        if RUN_SEQ in self._journal:
+            return
+        task = self.task
+        request: dict[str, Any] = {
+            "agent": task.agent,
+            "user_id": task.principal.user_id,
+            "tenant": task.principal.tenant,
+            "scopes": list(task.principal.scopes),
+            "session_id": task.session_id,
+            "parent": task.parent.model_dump(mode="json") if task.parent else None,
+            "input": task.input,
+            "input_trusted": task.input_trusted,
+            "caps": [
+                {"scope": cap.scope_key, "metric": cap.metric, "limit": cap.limit}
+                for cap in self.budget.caps
+            ],
+        }
+        async with UnitOfWork(self._rt.db) as uow:
+            self._journal[RUN_SEQ] = record_step(
+                uow, task_id=task.task_id, seq=RUN_SEQ, kind=StepKind.RUN.value,
+                name=task.agent, request=self._rt.redact(request), status=StepStatus.PENDING,
+            )  # fmt: skip
 
     @property
     def journal(self) -> Mapping[int, JournalEntry]:
@@ -195,6 +224,18 @@ class AgentContext:
         max_tokens: int | None = None,
     ) -> ChatReply:
         """Ask the agent's model; ``max_tokens`` (default: the agent's) bounds the reservation."""
+        with tracer.start_as_current_span("ballast.llm", attributes=self._attributes()):
+            return await self._llm(messages, tools, max_tokens)
+
+    def _attributes(self) -> dict[str, str]:
+        return {"ballast.task_id": self.task.task_id, "ballast.agent": self.spec.name}
+
+    async def _llm(
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[ToolDefinition],
+        max_tokens: int | None,
+    ) -> ChatReply:
         model = self._model()
         step = Step(self._next(), StepKind.LLM, model.name)
         size = sum(len(m.content.encode()) for m in messages)
@@ -216,6 +257,8 @@ class AgentContext:
             "messages": [m.model_dump(mode="json") for m in messages],
             "tools": [t.model_dump(mode="json") for t in tools],
             "max_tokens": limit,
+            # What untrusted content could have reached the model by now.
+            "untrusted": [p.model_dump(mode="json") for p in self.untrusted],
         }
         price = self._rt.prices.get(model.name)
         # Upper bounds, so that settling can never exceed what was reserved:
@@ -260,6 +303,10 @@ class AgentContext:
             "cost_micro_usd": cost,
         }
         await self._record(step, completed(reply.model_dump(mode="json")), spent, usage=usage)
+        metrics = self._rt.metrics
+        metrics.tokens.labels(self.spec.name, model.name, "input").inc(tokens[0])
+        metrics.tokens.labels(self.spec.name, model.name, "output").inc(tokens[1])
+        metrics.cost.labels(self.spec.name, model.name).inc(cost / MICRO)
         self._guard.after_step(failed=False)
         return reply
 
@@ -287,7 +334,11 @@ class AgentContext:
         step = Step(self._next(), StepKind.TOOL, name, {"args": data})
         if name not in self.spec.tools:
             return self._refused(f"agent {self.spec.name} may not call {name}: not on its list")
-        return self._tool(step, compensate)
+        return self._spanned(f"ballast.tool {name}", self._tool(step, compensate))
+
+    async def _spanned(self, name: str, work: Awaitable[JsonValue]) -> JsonValue:
+        with tracer.start_as_current_span(name, attributes=self._attributes()):
+            return await work
 
     def delegate(self, agent: str, input: Mapping[str, Any]) -> Awaitable[JsonValue]:
         """Run a child task on ``agent``; its output, or `DelegationError` if it failed."""
@@ -297,7 +348,7 @@ class AgentContext:
                 f"agent {self.spec.name} may not delegate to {agent}: not on its list",
                 DelegationError,
             )
-        return self._delegate(step, dict(input))
+        return self._spanned(f"ballast.delegate {agent}", self._delegate(step, dict(input)))
 
     async def _refused(
         self, reason: str, error_type: type[TaskFailedError] = ToolCallError
@@ -340,6 +391,7 @@ class AgentContext:
         else:
             assert result.error is not None  # guaranteed by the model
             outcome = failed(result.error)
+        outcome["attempts"] = result.attempts
         return self._replay(await self._finish(step, outcome, cost))
 
     async def _approved(self, step: Step, call: ToolCall, refused: ToolResult) -> ToolResult:
@@ -509,6 +561,10 @@ class AgentContext:
     async def _refuse(self, step: Step, exc: BudgetExceededError) -> None:
         # Journaled, so that a re-executed run stops at the same step for the same reason.
         await self._record(step, failed(exc.info()), {})
+        refused = exc.exceeded
+        self._rt.metrics.budget_rejections.labels(
+            self.spec.name, refused.scope.value, refused.metric.value
+        ).inc()
 
     async def _record(
         self,

@@ -33,7 +33,7 @@ from contracts.subjects import (
 from contracts.tasks import Compensation, TaskRequest, TaskResult, TaskStatus
 from contracts.wire import utc_now
 from outbox import UnitOfWork
-from outbox.journal import load_journal
+from outbox.journal import StepStatus, finish_step, load_journal
 from services.agent_context import AgentContext, AgentRuntime
 from services.delivery import Consumer, ConsumerSettings, Delivery, Output
 from services.errors import (
@@ -46,6 +46,7 @@ from services.failure_info import describe_failure
 from services.identity import KeyRing, verify_principal
 from services.results import result_headers
 from services.specs import AgentSpec, to_json_value
+from services.steps import RUN_SEQ
 
 REDRIVE_HEADER = "ballast-redrive"
 """Set on a message published again from the dead-letter queue."""
@@ -104,6 +105,7 @@ class AgentConsumer(Consumer[TaskRequest]):
             await self._refuse(message, delivery, exc)
             return
         ctx = await self.context(message, delivery)
+        await ctx.begin()
         events: list[Output] = []
         try:
             output = to_json_value(await self.spec.fn(ctx, message))
@@ -167,6 +169,7 @@ class AgentConsumer(Consumer[TaskRequest]):
 
     async def _conclude(self, task: TaskRequest, result: TaskResult, extra: list[Output]) -> None:
         async with UnitOfWork(self.db) as uow:
+            await _end_run(uow, result)
             uow.mark_processed(self.service, task.task_id, result.model_dump_json().encode())
             for out in [*_announce(result), *extra]:
                 uow.publish(out.subject, out.payload, headers=out.headers)
@@ -193,7 +196,24 @@ class AgentConsumer(Consumer[TaskRequest]):
             compensations=tuple(compensations),
             started_at=delivery.published_at,
         )
+        async with UnitOfWork(self.db) as uow:
+            await _end_run(uow, result)
         return _announce(result)
+
+
+async def _end_run(uow: UnitOfWork, result: TaskResult) -> None:
+    """Record how the task ended on its run entry (sequence 0)."""
+    await finish_step(
+        uow,
+        task_id=result.task_id,
+        seq=RUN_SEQ,
+        status=StepStatus.COMPLETED if result.status is TaskStatus.COMPLETED else StepStatus.FAILED,
+        outcome={
+            "status": result.status.value,
+            "error": result.error.model_dump(mode="json") if result.error else None,
+            "compensations": len(result.compensations),
+        },
+    )
 
 
 def _task(task: TaskRequest) -> dict[str, str]:

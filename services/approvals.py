@@ -29,6 +29,7 @@ from contracts.tasks import TaskRequest
 from contracts.wire import utc_now
 from services.errors import BrokerError
 from services.identity import SigningKey, sign_grant
+from services.kv import kv_entries
 
 log = structlog.get_logger("ballast.approvals")
 
@@ -94,19 +95,8 @@ class Approvals:
 
     async def all(self, agent: str | None = None) -> list[StoredApproval]:
         """Every approval (of ``agent``), newest request last."""
-        # The stream's subject list, not kv.keys(): that creates a consumer per call, and a
-        # stream holds at most 1000 of them (nats-server 2.15's default limit).
-        prefix = f"$KV.{BUCKET}."
-        info = await self._js.stream_info(
-            f"KV_{BUCKET}", subjects_filter=f"{prefix}{agent or '*'}.>"
-        )
-        found = []
-        for subject in info.state.subjects or {}:
-            key = subject.removeprefix(prefix)
-            with contextlib.suppress(nats.js.errors.KeyNotFoundError):
-                entry = await self.kv.get(key)
-                if entry.value:
-                    found.append(StoredApproval.model_validate_json(entry.value))
+        entries = await kv_entries(self._js, self.kv, BUCKET, f"{agent or '*'}.>")
+        found = [StoredApproval.model_validate_json(value) for value in entries.values()]
         return sorted(found, key=lambda s: s.request.requested_at)
 
     async def find(self, approval_id: str) -> StoredApproval:

@@ -31,6 +31,7 @@ from contracts.breaker import BreakerChanged, BreakerState
 from contracts.subjects import event_subject
 from outbox import Database, OutboxError, UnitOfWork
 from services.errors import HandlerError
+from services.kv import kv_entries
 
 log = structlog.get_logger("ballast.breakers")
 
@@ -75,6 +76,10 @@ class SharedBreakers:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
+
+    def states(self) -> dict[str, BreakerState]:
+        """Every breaker this replica knows (its own and those others share), by name."""
+        return {name: breaker.state for name, breaker in self._breakers.items()}
 
     def breaker(self, name: str) -> CircuitBreaker:
         key = _UNSAFE_KEY.sub("_", name)
@@ -170,6 +175,16 @@ class SharedBreakers:
             except (nats.errors.Error, OSError, TimeoutError) as exc:
                 log.warning("breaker.watch_restarting", error=str(exc) or type(exc).__name__)
                 await asyncio.sleep(1.0)
+
+
+async def shared_breaker_states(js: JetStreamContext) -> dict[str, Shared]:
+    """The state every breaker was last shared in, read from the bucket (for operators)."""
+    try:
+        kv = await js.key_value(BUCKET)
+    except nats.js.errors.BucketNotFoundError:
+        return {}
+    entries = await kv_entries(js, kv, BUCKET)
+    return {key: _decode(value) for key, value in sorted(entries.items())}
 
 
 def is_outage(exc: Exception) -> bool:

@@ -15,7 +15,10 @@ from typing import Any
 
 import structlog
 from faststream.nats import NatsBroker
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from faststream.nats.prometheus import NatsPrometheusMiddleware
 from faststream.nats.security import NatsNKey
+from prometheus_client import CollectorRegistry
 
 from services.settings import Settings
 
@@ -55,6 +58,7 @@ def make_broker(
     *,
     name: str,
     credentials: NatsCredentials,
+    registry: CollectorRegistry,
     on_reconnected: Callable[[], Awaitable[None]] | None = None,
     closing: Callable[[], bool] = lambda: False,
 ) -> NatsBroker:
@@ -90,6 +94,10 @@ def make_broker(
         reconnected_cb=reconnected,
         # Handlers get the raw message (see services.delivery); no dependency injection.
         apply_types=False,
+        middlewares=(
+            NatsTelemetryMiddleware(),  # a span per message, continuing its traceparent
+            NatsPrometheusMiddleware(registry=registry, app_name=name),
+        ),
         # FastStream's per-message log lines cost ~30% of throughput; keep them at DEBUG
         # on a logger that filters them out unless asked for.
         logger=logging.getLogger("faststream"),

@@ -25,6 +25,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from opentelemetry import propagate
 
 from contracts.subjects import PREFIX, Header, Stream, task_subject
 from contracts.tasks import TaskRequest, TaskResult
@@ -115,6 +116,7 @@ class BallastClient:
     def admit(self, task: TaskRequest) -> tuple[TaskRequest, dict[str, str]]:
         """The task as it is published (its principal given an expiry) and its headers."""
         headers = {Header.MSG_ID: task.task_id, Header.TASK_ID: task.task_id}
+        propagate.inject(headers)  # the caller's trace continues in the task's run
         if self.signer is not None:
             principal = task.principal
             if principal.expires_at is None:

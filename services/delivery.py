@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ from outbox import AlreadyProcessedError, Database, OutboxError, UnitOfWork, rec
 from outbox.claims import claim, release, renew
 from services.errors import DeadlineExceededError, InvalidMessageError, TooLargeError
 from services.failure_info import describe_failure
+from services.metrics import Metrics
 from services.redaction import Redactor
 from services.specs import ServiceSpec
 
@@ -101,6 +103,7 @@ class ConsumerSettings:
     ack_wait_s: float
     max_payload_bytes: int
     redact: Redactor
+    metrics: Metrics
 
 
 class Consumer(ABC, Generic[M]):
@@ -184,13 +187,18 @@ class Consumer(ABC, Generic[M]):
             )
             await self._give_up(msg, delivery, message, error, delivery.published_at)
             return
+        metrics = self.settings.metrics
+        started = time.perf_counter()
         try:
             await self.pool.run(lambda: self._admit_and_process(message, delivery, owner))
         except AlreadyProcessedError:
             log.info("delivery.already_processed")
-        except Exception as exc:
+        except Exception as exc:  # every failure is classified, none is lost
             await self._failed(msg, delivery, message, exc, owner)
             return
+        finally:
+            metrics.handler_seconds.labels(self.service).observe(time.perf_counter() - started)
+        metrics.messages.labels(self.service, "acked").inc()
         await msg.ack()
 
     async def _admit_and_process(self, message: M, delivery: Delivery, owner: str) -> None:
@@ -250,6 +258,7 @@ class Consumer(ABC, Generic[M]):
         if error.retryable and not self.retry.is_last(delivery.attempt):
             delay = self.retry.backoff_s(delivery.attempt)
             log.info("delivery.retry_scheduled", delay_s=round(delay, 4))
+            self.settings.metrics.messages.labels(self.service, "retried").inc()
             await msg.nack(delay=delay)
             return
         await self._give_up(msg, delivery, message, error, first_failure_at)
@@ -296,4 +305,5 @@ class Consumer(ABC, Generic[M]):
             await msg.nack(delay=self.retry.max_delay_s)
             return
         await msg.reject()
+        self.settings.metrics.messages.labels(self.service, "dead_lettered").inc()
         log.error("delivery.dead_lettered", code=error.code, error=error.message)

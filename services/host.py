@@ -11,6 +11,7 @@ the subscription that brings results back. Use it as::
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,7 +25,7 @@ from faststream.nats.message import NatsMessage
 from nats.js import JetStreamContext
 
 from contracts.subjects import Stream
-from outbox import Database, JetStreamPublisher, Relay, RelayConfig
+from outbox import Database, JetStreamPublisher, OutboxError, Relay, RelayConfig
 from services.agent_context import AgentRuntime
 from services.agents import AgentConsumer
 from services.approvals import Approvals, sweep_expired
@@ -32,16 +33,23 @@ from services.breakers import SharedBreakers
 from services.broker import NatsCredentials, make_broker
 from services.delivery import Consumer, ConsumerSettings
 from services.errors import ConfigurationError
+from services.gauges import GaugeRefresher, WatchedConsumer
+from services.http_server import EmbeddedHttpServer
 from services.keys import Keys, resolve_keys
+from services.metrics import Metrics
 from services.redaction import Redactor
 from services.registry import AgentPolicy, AgentRegistry
 from services.results import ResultWaiter
+from services.service_api import service_app
 from services.settings import Settings
 from services.specs import AgentSpec, ServiceSpec
 from services.streams import StreamSettings, consumer_config, ensure_consumer, ensure_streams
 from services.tools import ToolConsumer, ToolGuards
 
 log = structlog.get_logger("ballast.host")
+
+HEALTH_TIMEOUT_S = 2.0
+"""How long the health check waits for the database."""
 
 FETCH_TIMEOUT_S = 1.0
 """How long one pull request waits for messages before the next one is sent."""
@@ -68,18 +76,23 @@ class ServiceHost:
         self.db = Database(settings.resolved_database_url())
         self._stopping = False
         self.credentials = NatsCredentials.of(settings)
+        self.metrics = Metrics()
         self.broker: NatsBroker = make_broker(
             settings.nats_url,
             name=name,
             credentials=self.credentials,
+            registry=self.metrics.registry,
             on_reconnected=self._reconnected,
             closing=lambda: self._stopping,
         )
         self.consumers: list[Consumer[Any]] = []
+        self._watched: list[WatchedConsumer] = []
         self._waiters: list[ResultWaiter] = []
         self.breakers: SharedBreakers | None = None
         self._relay: Relay | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.http: EmbeddedHttpServer | None = None
+        """The /metrics and /health endpoint, when BALLAST_HTTP_PORT is set."""
 
     @property
     def relay(self) -> Relay:
@@ -131,7 +144,18 @@ class ServiceHost:
         )
         self.db.on_commit(self._relay.nudge)
         self._tasks.append(asyncio.create_task(_supervise("relay", self._relay.run)))
+        gauges = GaugeRefresher(self.metrics, js, self._relay, shared.breakers, self._watched)
+        interval = self.settings.metrics_interval_s
+        self._tasks.append(asyncio.create_task(_supervise("gauges", lambda: gauges.run(interval))))
         await self.broker.start()
+        if self.settings.http_port is not None:
+            self.http = EmbeddedHttpServer(
+                service_app(self.metrics.registry, self.health),
+                host=self.settings.http_host,
+                port=self.settings.http_port,
+            )
+            await self.http.start()
+            log.info("host.http", url=self.http.url)
         log.info("host.started", host=self.name, services=[s.service for s in self.specs])
 
     async def _shared(self, js: JetStreamContext) -> _Shared:
@@ -157,6 +181,7 @@ class ServiceHost:
                 ack_wait_s=settings.ack_wait_s,
                 max_payload_bytes=settings.max_payload_bytes,
                 redact=Redactor(settings.secret_values()),
+                metrics=self.metrics,
             ),
         )
 
@@ -180,6 +205,7 @@ class ServiceHost:
                 approvals=shared.approvals,
                 approval_ttl=timedelta(seconds=self.settings.approval_ttl_s),
                 redact=shared.consumers.redact,
+                metrics=self.metrics,
             )
             consumer = AgentConsumer(
                 spec,
@@ -195,6 +221,7 @@ class ServiceHost:
             stream = Stream.TOOLS
         config = consumer_config(spec.service, consumer.subject, spec.pool, spec.retry, ack_wait)
         await ensure_consumer(js, stream, config)
+        self._watched.append(WatchedConsumer(spec.service, stream.value, consumer.pool))
         self.broker.subscriber(
             consumer.subject,
             stream=JStream(stream.value, declare=False),
@@ -215,9 +242,32 @@ class ServiceHost:
         if self._relay is not None:
             self._relay.nudge()
 
+    async def health(self) -> dict[str, str]:
+        """Broker connected, database answering, relay going round: ``"ok"`` or what is wrong."""
+        checks = {
+            "broker": "ok" if self.broker.connection.is_connected else "not connected to NATS",
+            "database": "ok",
+            "relay": "ok",
+        }
+        try:
+            await asyncio.wait_for(self.db.ping(), HEALTH_TIMEOUT_S)
+        except (OutboxError, TimeoutError) as exc:
+            checks["database"] = str(exc) or f"no answer within {HEALTH_TIMEOUT_S}s"
+        relay = self._relay
+        silent_for = time.monotonic() - (relay.last_round_at or 0.0) if relay else None
+        if silent_for is None or silent_for > self._relay_silence_limit():
+            checks["relay"] = "no relay round completed recently (broker or database trouble?)"
+        return checks
+
+    def _relay_silence_limit(self) -> float:
+        # Rounds happen at least every sweep interval; allow for a few slow ones.
+        return max(10.0, 5 * self.settings.relay_sweep_interval_s)
+
     async def stop(self, *, drain_timeout_s: float = 5.0) -> None:
         """Stop consuming, publish what the outbox still holds, close connections."""
         self._stopping = True
+        if self.http is not None:
+            await self.http.stop()
         for subscriber in self.broker.subscribers:
             await subscriber.stop()
         if self._relay is not None:

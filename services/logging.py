@@ -14,6 +14,7 @@ from typing import Literal
 import structlog
 
 from services.redaction import Redactor
+from services.telemetry import add_trace_ids
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -36,6 +37,7 @@ def configure_logging(
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_trace_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info if use_json else structlog.dev.set_exc_info,

@@ -132,10 +132,33 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="How often agent hosts expire overdue approvals."
     )
 
+    openai_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint for models not declared in code."
+    )
+    openai_api_key: SecretStr | None = None
+    http_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve /metrics and /health on this port (0: a free one); off when unset.",
+    )
+    http_host: str = Field(default="127.0.0.1", description="Address of the /metrics endpoint.")
+    metrics_interval_s: float = Field(
+        default=5.0, gt=0, description="How often backlog, DLQ, breaker and outbox gauges refresh."
+    )
+    tracing: Literal["off", "console"] = Field(
+        default="off", description="OpenTelemetry spans: off, or printed to the console."
+    )
+
     def secret_values(self) -> list[str]:
         """Every configured value that must never be logged or stored."""
         values = [s.get_secret_value() for s in self.secrets]
-        for secret in (self.signing_key, self.admin_token, self.nats_nkey_seed):
+        for secret in (
+            self.signing_key,
+            self.admin_token,
+            self.nats_nkey_seed,
+            self.openai_api_key,
+        ):
             if secret is not None:
                 values.append(secret.get_secret_value())
         for url in (self.database_url, self.nats_url):

@@ -34,7 +34,11 @@ class StepKind(StrEnum):
     DELEGATE = "delegate"
     STEP = "step"
     COMPENSATION = "compensation"
+    RUN = "run"
+    """Sequence 0: the run itself (who, what, caps); finished with how the task ended."""
 
+
+RUN_SEQ = 0
 
 _FAILURES: dict[str, type[TaskFailedError]] = {
     StepKind.TOOL: ToolCallError,

@@ -13,7 +13,7 @@ from contracts.principal import Principal
 from contracts.schema_export import SCHEMA_DIR, export_schemas, stale_schemas
 from contracts.tasks import TaskRequest, TaskStatus
 from contracts.wire import new_id
-from services.cli import approvals, dlq, keys
+from services.cli import approvals, dlq, keys, observe
 from services.cli.common import (
     client_for,
     console,
@@ -43,6 +43,10 @@ app.add_typer(approvals.app, name="approvals")
 schema_app = typer.Typer(help="The JSON Schema files of the wire contract.")
 app.add_typer(schema_app, name="schema")
 app.command()(status)
+app.command("trace")(observe.trace_command)
+app.command("costs")(observe.costs_command)
+app.command("replay")(observe.replay_command)
+app.add_typer(observe.tasks_app, name="tasks")
 
 
 @app.command()

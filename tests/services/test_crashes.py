@@ -177,6 +177,7 @@ async def test_killed_hosts_lose_nothing_and_repeat_nothing(
         steps.setdefault(entry.task_id, []).append((entry.seq, entry.kind, entry.status))
     for task, result in zip(tasks, results, strict=True):
         assert sorted(steps[task.task_id]) == [
+            (0, "run", "completed"),
             (1, "llm", "completed"),
             (2, "step", "completed"),
             (3, "tool", "completed"),

@@ -68,6 +68,7 @@ class TestReexecution:
         assert await widget_count(host.db, task.task_id) == 1
         journal = await load_journal(host.db, task.task_id)
         assert [(e.seq, e.kind, e.name, e.status) for e in journal.values()] == [
+            (0, "run", agent, "completed"),
             (1, "step", "stamp", "completed"),
             (2, "tool", tool, "completed"),
         ]

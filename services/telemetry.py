@@ -1,0 +1,43 @@
+"""OpenTelemetry: one trace per task across services, a span per message and per step.
+
+FastStream's telemetry middleware opens a span for every consumed message,
+continuing the trace found in its ``traceparent`` header. Every message a
+service writes to its outbox carries the ``traceparent`` of the span that wrote
+it (see `outbox.UnitOfWork.publish`), so an agent's run, the tool calls it makes
+and the child tasks it delegates are one trace. Each ``ctx`` step is a span of
+its own, and every log line carries the trace and span ids.
+
+Tracing is off until a tracer provider is configured: ``BALLAST_TRACING=console``
+prints spans; any other exporter is set up with the OpenTelemetry SDK in the
+service's entry point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+tracer = trace.get_tracer("ballast")
+
+
+def configure_tracing(mode: str) -> None:
+    """Install a tracer provider for the process (``console``), or leave tracing off."""
+    if mode == "console":
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        trace.set_tracer_provider(provider)
+
+
+def add_trace_ids(
+    logger: Any, method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: the current trace and span ids on every line."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event["trace_id"] = format(context.trace_id, "032x")
+        event["span_id"] = format(context.span_id, "016x")
+    return event
