@@ -18,6 +18,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self
 
+import nats.errors
 import structlog
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
@@ -282,7 +283,12 @@ class ServiceHost:
             await waiter.stop()
         if self.breakers is not None:
             await self.breakers.stop()
-        await self.broker.stop()
+        connection = self.broker.connection
+        try:
+            await self.broker.stop()
+        except nats.errors.Error as exc:  # the broker is unreachable: nothing left to drain
+            log.warning("host.broker_not_drained", error=str(exc) or type(exc).__name__)
+            await connection.close()
         await self.db.dispose()
         log.info("host.stopped", host=self.name)
 

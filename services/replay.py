@@ -120,9 +120,9 @@ class ReplayContext:
             raise Diverged(
                 Divergence(seq=self._seq, expected=f"{entry.kind} {entry.name!r}", got=got)
             )
+        self.matched += 1
         if not is_finished(entry):
             raise Stopped(f"step {self._seq} ({got}) was still waiting when the run was recorded")
-        self.matched += 1
         for source in provenance_of(entry):
             if not source.trusted and source not in self.untrusted:
                 self.untrusted.append(source)
