@@ -7,6 +7,7 @@ instead of performing it again.
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -55,8 +56,9 @@ def record_step(
     status: StepStatus,
     outcome: Any = None,
     usage: dict[str, Any] | None = None,
+    started_at: datetime | None = None,
 ) -> JournalEntry:
-    """Add a step to the journal, committed with ``uow``."""
+    """Add a step to the journal, committed with ``uow``; it started now unless ``started_at``."""
     now = utc_now()
     entry = JournalEntry(
         task_id=task_id,
@@ -67,7 +69,7 @@ def record_step(
         status=status.value,
         outcome=outcome,
         usage=usage,
-        started_at=now,
+        started_at=started_at or now,
         finished_at=None if status is StepStatus.PENDING else now,
     )
     uow.session.add(entry)

@@ -22,8 +22,8 @@ from __future__ import annotations
 import inspect
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, TypeAlias
 
 import structlog
@@ -95,6 +95,8 @@ class Step:
     kind: StepKind
     name: str
     request: Any = None
+    started_at: datetime = field(default_factory=utc_now)
+    """When the code asked for the step, so the journal shows how long the work took."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -579,7 +581,7 @@ class AgentContext:
             self._journal[step.seq] = record_step(
                 uow, task_id=self.task.task_id, seq=step.seq, kind=step.kind.value,
                 name=step.name, request=self._rt.redact(step.request), status=status,
-                outcome=self._rt.redact(outcome), usage=usage,
+                outcome=self._rt.redact(outcome), usage=usage, started_at=step.started_at,
             )  # fmt: skip
             await self.budget.settle(uow, self.key(step.seq), spent)
 

@@ -98,7 +98,11 @@ class BallastClient:
                 await (await self._watcher).unsubscribe()
             self._watcher = None
         if self._nc is not None:
-            await self._nc.drain()
+            try:
+                await self._nc.drain()
+            except nats.errors.Error:  # the broker is away: there is nothing to drain
+                with contextlib.suppress(OSError, nats.errors.Error):
+                    await self._nc.close()
             self._nc = None
 
     async def __aenter__(self) -> Self:

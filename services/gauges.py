@@ -1,5 +1,8 @@
 """Refreshes the gauges that describe state kept elsewhere: the broker, the outbox, breakers.
 
+Each refresh also reports this host's pools and backlog to the presence bucket,
+where the dashboard reads them.
+
 Counters are updated where things happen; these values are read every few
 seconds instead, so that a scrape never waits on the broker or the database.
 """
@@ -21,6 +24,7 @@ from outbox import DatabaseError, Relay
 from services.breakers import SharedBreakers
 from services.dead_letters import dead_letter_counts
 from services.metrics import BREAKER_LEVEL, Metrics
+from services.presence import Presence, ServiceReport
 
 log = structlog.get_logger("ballast.gauges")
 
@@ -44,6 +48,8 @@ class GaugeRefresher:
         relay: Relay,
         breakers: SharedBreakers,
         consumers: Sequence[WatchedConsumer],
+        *,
+        instance: str,
     ) -> None:
         self._metrics = metrics
         self._js = js
@@ -51,6 +57,8 @@ class GaugeRefresher:
         self._breakers = breakers
         self._consumers = list(consumers)
         self._relayed = 0
+        self._presence = Presence(js)
+        self._instance = instance
 
     async def run(self, interval_s: float) -> None:
         """Refresh every ``interval_s`` until cancelled; a failed read keeps the last values."""
@@ -72,6 +80,17 @@ class GaugeRefresher:
                 continue
             m.consumer_pending.labels(c.service).set(info.num_pending or 0)
             m.consumer_in_flight.labels(c.service).set(info.num_ack_pending or 0)
+            await self._presence.report(
+                ServiceReport(
+                    service=c.service,
+                    instance=self._instance,
+                    pool_size=c.pool.size,
+                    pool_in_use=c.pool.in_use,
+                    pending=info.num_pending or 0,
+                    in_flight=info.num_ack_pending or 0,
+                    reported_at=utc_now(),
+                )
+            )
         counts = await dead_letter_counts(self._js)
         for c in self._consumers:
             m.dlq_depth.labels(c.service).set(counts.get(c.service, 0))

@@ -11,6 +11,7 @@ the subscription that brings results back. Use it as::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from services.gauges import GaugeRefresher, WatchedConsumer
 from services.http_server import EmbeddedHttpServer
 from services.keys import Keys, resolve_keys
 from services.metrics import Metrics
+from services.presence import instance_name
 from services.redaction import Redactor
 from services.registry import AgentPolicy, AgentRegistry
 from services.results import ResultWaiter
@@ -145,7 +147,10 @@ class ServiceHost:
         )
         self.db.on_commit(self._relay.nudge)
         self._tasks.append(asyncio.create_task(_supervise("relay", self._relay.run)))
-        gauges = GaugeRefresher(self.metrics, js, self._relay, shared.breakers, self._watched)
+        gauges = GaugeRefresher(
+            self.metrics, js, self._relay, shared.breakers, self._watched,
+            instance=instance_name(self.name),
+        )  # fmt: skip
         interval = self.settings.metrics_interval_s
         self._tasks.append(asyncio.create_task(_supervise("gauges", lambda: gauges.run(interval))))
         await self.broker.start()
@@ -288,7 +293,8 @@ class ServiceHost:
             await self.broker.stop()
         except nats.errors.Error as exc:  # the broker is unreachable: nothing left to drain
             log.warning("host.broker_not_drained", error=str(exc) or type(exc).__name__)
-            await connection.close()
+            with contextlib.suppress(OSError, nats.errors.Error):  # the socket may be half gone
+                await connection.close()
         await self.db.dispose()
         log.info("host.stopped", host=self.name)
 

@@ -20,6 +20,7 @@ from contracts.subjects import PREFIX, Stream, dlq_subject, task_subject, tool_s
 from services.approvals import BUCKET as APPROVALS
 from services.breakers import BUCKET as BREAKERS
 from services.identity import SigningKey
+from services.presence import BUCKET as SERVICES
 from services.registry import BUCKET as REGISTRY
 from services.specs import AgentSpec, ServiceSpec, ToolSpec
 
@@ -87,6 +88,7 @@ def _common(user: User, service: str) -> None:
     user.publish += [
         *_stream_admin(),
         *_kv(BREAKERS, ">"),
+        *_kv(SERVICES, f"{service}.*"),
         dlq_subject(service),
         f"{PREFIX}.event.breaker.>",
         "$JS.FC.>",  # flow-control replies of the ordered consumers that watch KV buckets

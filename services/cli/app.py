@@ -23,6 +23,7 @@ from services.cli.common import (
     run,
     until_stopped,
 )
+from services.cli.dashboard import dashboard
 from services.cli.status import status
 from services.host import ServiceHost
 from services.loader import load_services
@@ -46,6 +47,7 @@ app.command()(status)
 app.command("trace")(observe.trace_command)
 app.command("costs")(observe.costs_command)
 app.command("replay")(observe.replay_command)
+app.command("dashboard")(dashboard)
 app.add_typer(observe.tasks_app, name="tasks")
 
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 from rich.tree import Tree
 
 from contracts.wire import utc_now
@@ -49,7 +49,8 @@ def _step_line(step: TraceStep) -> str:
     if step.attempts and step.attempts > 1:
         parts.append(f"attempts {step.attempts}")
     for decision in step.decisions:
-        parts.append(f"[magenta]{decision.verdict}[/] ({decision.rule})")
+        rule = f" ({decision.rule})" if decision.rule != decision.verdict else ""
+        parts.append(f"[magenta]{decision.verdict}[/]{rule}")
     line = "  ".join(parts)
     if step.request is not None and step.kind in ("tool", "compensation"):
         line += f"\n    args {json.dumps(step.request)[:160]}"
@@ -139,7 +140,10 @@ def tasks_ls(
         if as_json:
             console.print_json(json.dumps([t.model_dump(mode="json") for t in found]))
             return
-        table = Table("task", "agent", "user", "status", "started", "ms")
+        # The full id, never cut: it is what `ballast trace` and `ballast replay` take.
+        table = Table(Column("task", no_wrap=True, min_width=32), "agent", "user", "status")
+        table.add_column("started (UTC)", no_wrap=True)
+        table.add_column("ms", justify="right")
         for t in found:
             took = (
                 (t.finished_at - t.started_at) / timedelta(milliseconds=1)
@@ -148,7 +152,7 @@ def tasks_ls(
             )
             table.add_row(
                 t.task_id, t.agent, t.user_id or "", t.status,
-                t.started_at.isoformat(timespec="seconds"), f"{took:.0f}" if took else "",
+                f"{t.started_at:%m-%d %H:%M:%S}", f"{took:.0f}" if took else "",
             )  # fmt: skip
         console.print(table)
 
