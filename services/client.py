@@ -26,6 +26,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from opentelemetry import propagate
+from opentelemetry.trace import SpanKind
 
 from contracts.subjects import PREFIX, Header, Stream, task_subject
 from contracts.tasks import TaskRequest, TaskResult
@@ -33,6 +34,7 @@ from contracts.wire import utc_now
 from services.broker import NatsCredentials
 from services.errors import BrokerError
 from services.identity import SigningKey, sign_principal
+from services.telemetry import tracer
 
 LOOKBACK = timedelta(minutes=5)
 """How far back `wait` looks for a result, for tasks that may have ended before it started."""
@@ -134,8 +136,18 @@ class BallastClient:
         return task, headers
 
     async def submit(self, task: TaskRequest) -> bool:
-        """Publish ``task``, signed; return False if the broker already had it (same task id)."""
-        task, headers = self.admit(task)
+        """Publish ``task``, signed; return False if the broker already had it (same task id).
+
+        The publish is a span of its own, so a task submitted outside any trace
+        starts one that its whole run continues.
+        """
+        attributes = {"ballast.task_id": task.task_id, "ballast.agent": task.agent}
+        with tracer.start_as_current_span(
+            f"ballast.submit {task.agent}", kind=SpanKind.PRODUCER, attributes=attributes
+        ):
+            return await self._publish(*self.admit(task))
+
+    async def _publish(self, task: TaskRequest, headers: dict[str, str]) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.publish_timeout_s
         while True:

@@ -146,8 +146,15 @@ class Settings(BaseSettings):
     metrics_interval_s: float = Field(
         default=5.0, gt=0, description="How often backlog, DLQ, breaker and outbox gauges refresh."
     )
-    tracing: Literal["off", "console"] = Field(
-        default="off", description="OpenTelemetry spans: off, or printed to the console."
+    tracing: Literal["off", "console", "otlp"] = Field(
+        default="off",
+        description=(
+            "OpenTelemetry spans: off, printed to the console, or sent over OTLP/HTTP to "
+            "OTEL_EXPORTER_OTLP_ENDPOINT (the standard OTEL_* variables apply)."
+        ),
+    )
+    service_name: str = Field(
+        default="ballast", description="service.name of this process's spans."
     )
 
     def secret_values(self) -> list[str]:

@@ -8,8 +8,9 @@ and the child tasks it delegates are one trace. Each ``ctx`` step is a span of
 its own, and every log line carries the trace and span ids.
 
 Tracing is off until a tracer provider is configured: ``BALLAST_TRACING=console``
-prints spans; any other exporter is set up with the OpenTelemetry SDK in the
-service's entry point.
+prints spans, ``BALLAST_TRACING=otlp`` sends them to an OpenTelemetry collector
+(Jaeger, Tempo, ...) over OTLP/HTTP, configured by the standard ``OTEL_EXPORTER_OTLP_*``
+variables. Every ``ballast`` command sets this up from its settings.
 """
 
 from __future__ import annotations
@@ -18,18 +19,30 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
 tracer = trace.get_tracer("ballast")
 
 
-def configure_tracing(mode: str) -> None:
-    """Install a tracer provider for the process (``console``), or leave tracing off."""
-    if mode == "console":
-        provider = TracerProvider()
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-        trace.set_tracer_provider(provider)
+def configure_tracing(mode: str, service_name: str) -> None:
+    """Install a tracer provider for the process (``console`` or ``otlp``), or leave it off.
+
+    The provider flushes its batch of spans when the process exits.
+    """
+    if mode == "off":
+        return
+    exporter: SpanExporter
+    if mode == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter()
+    else:
+        exporter = ConsoleSpanExporter()
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
 
 
 def add_trace_ids(

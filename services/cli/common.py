@@ -23,6 +23,7 @@ from services.logging import configure_logging
 from services.redaction import Redactor
 from services.settings import Settings
 from services.stack import nats_url_for_tools
+from services.telemetry import configure_tracing
 
 T = TypeVar("T")
 
@@ -37,6 +38,7 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         fail(f"invalid BALLAST_* setting:\n{exc}", code=2)
     configure_logging(settings.log_format, settings.log_level, Redactor(settings.secret_values()))
+    configure_tracing(settings.tracing, settings.service_name)
     return settings
 
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, JsonValue
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from bulkheads import PoolConfig, RetryPolicy
 from contracts import TaskRequest, TaskStatus
@@ -18,10 +25,12 @@ from services.agent_context import AgentContext
 from services.app import Ballast
 from services.embedded import EmbeddedNats
 from services.errors import HandlerError
+from services.http_server import EmbeddedHttpServer
 from services.llm import ChatMessage, ScriptedModel
 from services.tools import ToolContext
-from tests.helpers import PRINCIPAL, eventually, unique
+from tests.helpers import PRINCIPAL, TEST_KEY, eventually, unique
 from tests.services.conftest import Hosts
+from tests.services.test_cli import aballast, cli_env
 
 _EXPORTER = InMemorySpanExporter()
 
@@ -200,3 +209,58 @@ async def test_health_reports_each_check_and_turns_unhealthy_without_the_broker(
             return (await http.get("/health")).status_code == 200
 
         await eventually(healthy_again, timeout_s=20, what="the host to recover")
+
+
+async def test_a_cli_publish_exports_its_span_over_otlp_and_the_run_continues_its_trace(
+    hosts: Hosts, nats_server: EmbeddedNats, spans: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    """``BALLAST_TRACING=otlp`` sends the spans of a ``ballast`` process to a collector;
+    the task it publishes runs in another process under the same trace id."""
+    posted: list[bytes] = []
+
+    async def collect(request: Request) -> Response:
+        posted.append(await request.body())
+        return Response(b"", media_type="application/x-protobuf")
+
+    collector = EmbeddedHttpServer(
+        Starlette(routes=[Route("/v1/traces", collect, methods=["POST"])]),
+        host="127.0.0.1",
+        port=0,
+    )
+    await collector.start()
+    try:
+        app, _, parent, _ = three_services()
+        await hosts.start(nats_server, app.specs)
+        env = cli_env(
+            BALLAST_NATS_URL=nats_server.url,
+            BALLAST_DATA_DIR=str(tmp_path),
+            BALLAST_SIGNING_KEY=TEST_KEY.seed,
+            BALLAST_TRACING="otlp",
+            BALLAST_SERVICE_NAME="support-desk",
+            OTEL_EXPORTER_OTLP_ENDPOINT=collector.url,
+        )
+        done = await aballast("publish", parent, "{}", "--wait", env=env)
+        assert done.returncode == 0, done.stderr
+    finally:
+        await collector.stop()
+
+    exported = [ExportTraceServiceRequest.FromString(body) for body in posted]
+    submits = [
+        (resource.resource, span)
+        for request in exported
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+        if span.name == f"ballast.submit {parent}"
+    ]
+    assert len(submits) == 1, "the publish span reached the collector"
+    resource, submit = submits[0]
+    names = {a.key: a.value.string_value for a in resource.attributes}
+    assert names["service.name"] == "support-desk"
+    trace_id = int.from_bytes(submit.trace_id, "big")
+
+    async def run_traced() -> bool:
+        runs = _named(list(spans.get_finished_spans()), f"ballast.task.{parent}")
+        return any(s.context.trace_id == trace_id for s in runs)
+
+    await eventually(run_traced, what="the agent's span in the publisher's trace")
