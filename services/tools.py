@@ -244,6 +244,11 @@ class ToolConsumer(Consumer[ToolCall]):
     async def on_failure(
         self, message: ToolCall, delivery: Delivery, error: ErrorInfo
     ) -> Sequence[Output]:
+        # The audit record of a call that ran rolled back with its failed handler; the
+        # decision that let it run is still part of the record.
+        decision, _ = await self._authorize(message, delivery)
+        async with UnitOfWork(self.db) as uow:
+            _audit(uow, message, decision)
         return [
             Output(
                 result_subject(message.agent, message.task_id),

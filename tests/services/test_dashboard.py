@@ -133,6 +133,7 @@ async def test_dashboard_lists_a_failed_task_shows_its_timeline_and_redrives_a_d
         (step,) = await page.locator("#timeline tr.step-row").all()
         assert await step.get_attribute("data-status") == "failed"
         assert tool in await step.inner_text()
+        assert "allowed" in await step.inner_text(), "the call's authorization is shown"
         bar = await step.locator(".bar").bounding_box()
         assert bar is not None
         assert bar["width"] > 0, "the step's bar is drawn"
