@@ -56,7 +56,8 @@ class ReplayReport(BaseModel):
     """True when the code asked for exactly the journal's steps, in order."""
     divergence: Divergence | None = None
     ended: str
-    """How the replayed code ended: completed, failed (with the recorded error), or stopped."""
+    """How the replayed code ended: completed, failed (the recorded error, or what the
+    code raised), stopped (where the recorded run waits), diverged, or live_model_failed."""
     output: JsonValue = None
     error: str | None = None
     live_model: str | None = None
@@ -75,6 +76,10 @@ class Diverged(BallastError):
 
 class Stopped(BallastError):
     """The recorded run stopped here (it waits for a result or an approval)."""
+
+
+class LiveModelFailed(BallastError):
+    """The live model could not answer a model step."""
 
 
 class ReplayContext:
@@ -145,7 +150,13 @@ class ReplayContext:
         recorded = ChatReply.model_validate(self._outcome(entry))
         if self._live is None:
             return recorded
-        live = await self._live.complete(messages, tools=tools, max_tokens=max_tokens)
+        try:
+            live = await self._live.complete(messages, tools=tools, max_tokens=max_tokens)
+        except Exception as exc:
+            raise LiveModelFailed(
+                f"step {entry.seq}: the live model {self._live.name} failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         before, after = _decision(recorded), _decision(live)
         if before != after:
             self.changes.append(DecisionChange(seq=entry.seq, recorded=before, live=after))
@@ -234,8 +245,12 @@ async def replay_run(
         report |= {"ended": "diverged", "divergence": exc.divergence, "error": str(exc)}
     except Stopped as exc:
         report |= {"ended": "stopped", "error": str(exc)}
+    except LiveModelFailed as exc:
+        report |= {"ended": "live_model_failed", "error": str(exc)}
     except (TaskFailedError, BudgetExceededError, LoopDetectedError) as exc:
         report |= {"ended": "failed", "error": str(exc)}
+    except Exception as exc:  # the agent's own code raised, as a recorded failure may have
+        report |= {"ended": "failed", "error": f"the agent raised {type(exc).__name__}: {exc}"}
     done = report["ended"] in ("completed", "failed", "stopped")
     return ReplayReport(
         **report,

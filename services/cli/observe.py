@@ -18,7 +18,7 @@ from services.cli.common import console, fail, load_settings, reported, run
 from services.llm import ChatModel
 from services.loader import load_services
 from services.openai_model import OpenAIChatModel
-from services.replay import replay_run
+from services.replay import ReplayReport, replay_run
 from services.settings import Settings
 from services.specs import AgentSpec
 from services.trace import TaskTrace, TraceStep, costs, parse_since, tasks, trace
@@ -209,7 +209,10 @@ def replay_command(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Re-run a task's agent code against its journal, with no side effects, and compare."""
+    """Re-run a task's agent code against its journal, with no side effects, and compare.
+
+    Exits 0 when every step matched, 1 when the replay differs.
+    """
     settings = load_settings()
     with reported():
         _, specs = load_services(target)
@@ -231,21 +234,27 @@ def replay_command(
         report = await replay_run(spec, journal, task_id, model)
         if as_json:
             console.print_json(report.model_dump_json())
-            return
-        verdict = "[green]matches its journal[/]" if report.matched else "[red]differs[/]"
-        console.print(
-            f"replay of {task_id} ({report.agent}): {verdict}; "
-            f"{report.steps_matched}/{report.steps_in_journal} steps matched; ended {report.ended}"
-        )
-        if report.divergence:
-            d = report.divergence
-            console.print(f"first divergence at step {d.seq}: expected {d.expected}, got {d.got}")
-        for change in report.decision_changes:
-            console.print(
-                f"step {change.seq}: recorded {json.dumps(change.recorded)[:120]} | "
-                f"{report.live_model}: {json.dumps(change.live)[:120]}"
-            )
-        if report.error:
-            console.print(f"[dim]{report.error}[/]")
+        else:
+            _print_replay(task_id, report)
+        if not report.matched:
+            raise typer.Exit(1)
 
     run(main())
+
+
+def _print_replay(task_id: str, report: ReplayReport) -> None:
+    verdict = "[green]matches its journal[/]" if report.matched else "[red]differs[/]"
+    console.print(
+        f"replay of {task_id} ({report.agent}): {verdict}; "
+        f"{report.steps_matched}/{report.steps_in_journal} steps matched; ended {report.ended}"
+    )
+    if report.divergence:
+        d = report.divergence
+        console.print(f"first divergence at step {d.seq}: expected {d.expected}, got {d.got}")
+    for change in report.decision_changes:
+        console.print(
+            f"step {change.seq}: recorded {json.dumps(change.recorded)[:120]} | "
+            f"{report.live_model}: {json.dumps(change.live)[:120]}"
+        )
+    if report.error:
+        console.print(f"[dim]{report.error}[/]")

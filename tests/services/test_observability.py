@@ -223,6 +223,15 @@ async def test_replay_matches_and_reports_the_first_divergence_after_a_code_chan
     ]
     assert s.lookups == ["refunds"], "a live-model replay never executes a tool"
 
+    def unreachable(messages: object, tools: object) -> str:
+        raise ConnectionError("provider down")
+
+    down = await replay_run(planner, journal, task.task_id, ScriptedModel("down", unreachable))
+    assert not down.matched
+    assert down.ended == "live_model_failed"
+    assert down.error is not None
+    assert "down failed: ConnectionError: provider down" in down.error
+
 
 async def test_failed_and_budget_stopped_runs_replay_to_the_same_end(
     hosts: Hosts, nats_server: EmbeddedNats
