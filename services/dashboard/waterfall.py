@@ -39,6 +39,8 @@ class Bar:
     decisions: str
     request: str
     outcome: str
+    untrusted_in_context: list[str]
+    """Sources of untrusted content the model had seen by this step."""
     task_id: str
 
 
@@ -47,6 +49,13 @@ def _text(value: JsonValue) -> str:
         return ""
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= _DETAIL_CHARS else text[:_DETAIL_CHARS] + "…"
+
+
+def _source(provenance: JsonValue) -> str:
+    if not isinstance(provenance, dict):
+        return _text(provenance)
+    parts = (provenance.get(k) for k in ("source", "document_id", "chunk"))
+    return " ".join(str(p) for p in parts if p is not None)
 
 
 def _bar(step: TraceStep, task_id: str, depth: int, start: datetime, span_s: float) -> Bar:
@@ -70,6 +79,7 @@ def _bar(step: TraceStep, task_id: str, depth: int, start: datetime, span_s: flo
         ),
         request=_text(step.request),
         outcome=_text(step.outcome),
+        untrusted_in_context=[_source(p) for p in step.untrusted_in_context],
         task_id=task_id,
     )
 
