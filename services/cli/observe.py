@@ -8,7 +8,10 @@ from decimal import Decimal
 from typing import Annotated
 
 import typer
+from rich.console import Group
+from rich.markup import escape
 from rich.table import Column, Table
+from rich.text import Text
 from rich.tree import Tree
 
 from contracts.wire import utc_now
@@ -38,8 +41,18 @@ def _money(value: Decimal | None) -> str:
     return f"${value:.6f}" if value else ""
 
 
-def _step_line(step: TraceStep) -> str:
-    parts = [f"[bold]{step.seq}[/] {step.kind} [cyan]{step.name}[/]", step.status]
+def _detail(label: str, value: str, style: str = "dim") -> Text:
+    """One line of detail, cut at the terminal's edge; the value is shown as text, never markup."""
+    line = Text("  ")
+    line.append(label, style=style)
+    line.append(f" {value}")
+    line.no_wrap = True
+    line.overflow = "ellipsis"
+    return line
+
+
+def _step_line(step: TraceStep) -> Group:
+    parts = [f"[bold]{step.seq}[/] {step.kind} [cyan]{escape(step.name)}[/]", step.status]
     if step.duration_ms is not None:
         parts.append(f"{step.duration_ms:.1f} ms")
     if step.input_tokens is not None:
@@ -49,20 +62,19 @@ def _step_line(step: TraceStep) -> str:
     if step.attempts and step.attempts > 1:
         parts.append(f"attempts {step.attempts}")
     for decision in step.decisions:
-        rule = f" ({decision.rule})" if decision.rule != decision.verdict else ""
+        rule = f" ({escape(decision.rule)})" if decision.rule != decision.verdict else ""
         parts.append(f"[magenta]{decision.verdict}[/]{rule}")
-    line = "  ".join(parts)
+    lines: list[Text] = [Text.from_markup("  ".join(parts))]
     if step.request is not None and step.kind in ("tool", "compensation"):
-        line += f"\n    args {json.dumps(step.request)[:160]}"
+        lines.append(_detail("args", json.dumps(step.request)))
     if step.outcome is not None:
-        line += f"\n    -> {json.dumps(step.outcome, default=str)[:160]}"
+        lines.append(_detail("->", json.dumps(step.outcome, default=str)))
     for source in step.untrusted_in_context:
         if isinstance(source, dict):
-            line += (
-                f"\n    [yellow]untrusted in context:[/] {source.get('source')} "
-                f"{source.get('document_id') or ''} {source.get('chunk') or ''}"
-            )
-    return line
+            where = (source.get(k) for k in ("source", "document_id", "chunk"))
+            shown = " ".join(str(w) for w in where if w is not None)
+            lines.append(_detail("untrusted in context:", shown, "yellow"))
+    return Group(*lines)
 
 
 def render(trace_: TaskTrace, tree: Tree | None = None) -> Tree:
@@ -76,7 +88,13 @@ def render(trace_: TaskTrace, tree: Tree | None = None) -> Tree:
     head += f"  tokens {trace_.input_tokens}/{trace_.output_tokens}  {_money(trace_.cost_usd)}"
     node = tree.add(head) if tree is not None else Tree(head)
     if trace_.error:
-        node.add(f"[red]error[/] {json.dumps(trace_.error)[:200]}")
+        error = trace_.error
+        shown = (
+            f"{error.get('code')}: {error.get('message')}"
+            if isinstance(error, dict)
+            else json.dumps(error)
+        )
+        node.add(_detail("error", shown, "red"))
     for step in trace_.steps:
         child = node.add(_step_line(step))
         if step.child is not None:
