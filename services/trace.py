@@ -110,22 +110,26 @@ async def trace(db: Database, task_id: str, *, depth: int = 5) -> TaskTrace | No
             if keys
             else []
         )
+        run = next((e for e in entries if e.seq == RUN_SEQ), None)
+        header: dict[str, Any] = run.request if run and isinstance(run.request, dict) else {}
+        # Every capped scope: the task's own, and the user's or session's it also counts in.
+        scopes = {cap["scope"] for cap in header.get("caps", [])}
         ledger = (
             (
                 await session.execute(
-                    select(BudgetAccount).where(col(BudgetAccount.scope_key) == f"task:{task_id}")
+                    select(BudgetAccount).where(col(BudgetAccount.scope_key).in_(scopes))
                 )
             )
             .scalars()
             .all()
+            if scopes
+            else []
         )
     decisions: dict[str, list[Decision]] = defaultdict(list)
     for record in audit:
         decisions[record.call_id].append(
             Decision(verdict=record.verdict, rule=record.rule, reason=record.reason)
         )
-    run = next((e for e in entries if e.seq == RUN_SEQ), None)
-    header: dict[str, Any] = run.request if run and isinstance(run.request, dict) else {}
     ended: dict[str, Any] = run.outcome if run and isinstance(run.outcome, dict) else {}
     steps: list[TraceStep] = []
     compensations: list[TraceStep] = []

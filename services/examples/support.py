@@ -19,6 +19,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +28,7 @@ from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
 from bulkheads import PoolConfig, RetryPolicy
+from contracts.budget import BudgetLimits
 from contracts.subjects import event_subject
 from contracts.tasks import TaskRequest
 from contracts.trust import Sensitivity
@@ -34,6 +36,7 @@ from contracts.wire import utc_now
 from outbox.columns import UtcDateTime
 from services.agent_context import AgentContext
 from services.app import Ballast
+from services.budgets import BudgetPolicy
 from services.llm import ChatMessage, ModelToolCall, ScriptedModel, ToolDefinition
 from services.spotlight import DATA_RULE, unwrap
 from services.tools import ToolContext
@@ -224,7 +227,19 @@ class TicketRef(BaseModel):
     ticket_id: str
 
 
-@app.agent(model=TRIAGE_MODEL, tools=("create_ticket",), delegates=("research",))
+TRIAGE_BUDGET = BudgetPolicy(
+    per_task=BudgetLimits(steps=10, tool_calls=5, cost_usd=Decimal("0.01")),
+    per_user_day=BudgetLimits(cost_usd=Decimal("1.00")),
+)
+"""Hard caps: a run that loops stops at 10 steps, and nobody spends more than $1 a day."""
+
+
+@app.agent(
+    model=TRIAGE_MODEL,
+    tools=("create_ticket",),
+    delegates=("research",),
+    budget=TRIAGE_BUDGET,
+)
 async def triage(ctx: AgentContext, task: TaskRequest) -> dict[str, object]:
     """Classify a customer message, research it, and open a ticket."""
     request = SupportRequest.model_validate(task.input)

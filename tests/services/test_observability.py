@@ -69,7 +69,7 @@ class Scenario:
             model=PLANNER_MODEL,
             tools=(tool,),
             delegates=(writer,),
-            budget=BudgetPolicy(per_task=caps),
+            budget=BudgetPolicy(per_task=caps, per_user_day=BudgetLimits(steps=1000)),
         )
         async def plan(ctx: AgentContext, task: TaskRequest) -> JsonValue:
             reply = await ctx.llm([ChatMessage(role="user", content=str(task.input["ask"]))])
@@ -140,7 +140,8 @@ async def test_trace_shows_steps_tool_calls_children_provenance_and_budget(
     assert spent[("task", "tool_calls")] == 1
     assert spent[("task", "steps")] == 3
     assert spent[("task", "cost_usd")] == llm.cost_usd
-    assert {line.limit for line in found.budget} == {20, 5, Decimal("0.01")}
+    assert spent[("user_day", "steps")] == 3, "the user's day counts the same steps"
+    assert {line.limit for line in found.budget} == {20, 5, Decimal("0.01"), 1000}
     assert found.cost_usd == llm.cost_usd
     assert found.input_tokens == 4
 
