@@ -61,11 +61,17 @@ class Database:
         for hook in self._commit_hooks:
             hook()
 
-    async def create_tables(self) -> None:
-        """Create Ballast's tables (and any other registered SQLModel tables) if missing."""
+    async def create_app_tables(self) -> None:
+        """Create the application's own SQLModel tables if missing.
+
+        Ballast's tables (``ballast_*``) are left to the migrations (`outbox.schema`).
+        """
+        apps = [
+            t for name, t in SQLModel.metadata.tables.items() if not name.startswith("ballast_")
+        ]
         try:
             async with self.engine.begin() as conn:
-                await conn.run_sync(SQLModel.metadata.create_all)
+                await conn.run_sync(lambda c: SQLModel.metadata.create_all(c, tables=apps))
         except OSError as exc:  # pragma: no cover - depends on the environment
             raise DatabaseError(f"cannot reach the database at {self.safe_url}: {exc}") from exc
 

@@ -53,3 +53,7 @@ class LimitReachedError(OutboxError):
         self.limit = limit
         self.used = used
         self.requested = requested
+
+
+class SchemaOutdatedError(DatabaseError):
+    """The database's Ballast tables are older (or newer) than this code expects."""

@@ -87,6 +87,12 @@ class JournalEntry(SQLModel, table=True):
     """
 
     __tablename__ = "ballast_journal"
+    __table_args__ = (
+        # Listing runs (seq 0) by time, and model calls by time for costs, stay index
+        # scans with millions of steps in the table.
+        Index("ix_ballast_journal_seq_started", "seq", "started_at"),
+        Index("ix_ballast_journal_kind_started", "kind", "started_at"),
+    )
 
     task_id: str = Field(sa_column=Column(String(128), primary_key=True))
     seq: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))

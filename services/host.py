@@ -27,7 +27,10 @@ from faststream.nats.message import NatsMessage
 from nats.js import JetStreamContext
 
 from contracts.subjects import Stream
-from outbox import Database, JetStreamPublisher, OutboxError, Relay, RelayConfig
+from contracts.wire import utc_now
+from outbox import Database, DatabaseError, JetStreamPublisher, OutboxError, Relay, RelayConfig
+from outbox.retention import prune
+from outbox.schema import check_schema, upgrade
 from services.agent_context import AgentRuntime
 from services.agents import AgentConsumer
 from services.approvals import Approvals, sweep_expired
@@ -108,8 +111,16 @@ class ServiceHost:
         return self.broker.connection.jetstream()
 
     async def start(self) -> None:
-        """Create tables, streams and consumers, then start consuming and relaying."""
-        await self.db.create_tables()
+        """Check (or migrate) the schema, create streams and consumers, then consume and relay."""
+        try:
+            if self.settings.migrates_itself:
+                await upgrade(self.db)
+            else:
+                await check_schema(self.db)
+            await self.db.create_app_tables()
+        except OutboxError:
+            await self.db.dispose()  # nothing else has started yet
+            raise
         await self.broker.connect()
         nc = self.broker.connection
         js = nc.jetstream()
@@ -147,6 +158,8 @@ class ServiceHost:
         )
         self.db.on_commit(self._relay.nudge)
         self._tasks.append(asyncio.create_task(_supervise("relay", self._relay.run)))
+        if self.settings.retention_interval_s > 0:
+            self._tasks.append(asyncio.create_task(_supervise("retention", self._prune_forever)))
         gauges = GaugeRefresher(
             self.metrics, js, self._relay, shared.breakers, self._watched,
             instance=instance_name(self.name),
@@ -247,6 +260,22 @@ class ServiceHost:
             waiter.connection_restored()
         if self._relay is not None:
             self._relay.nudge()
+
+    async def _prune_forever(self) -> None:
+        """Apply the retention policy every interval (every replica may; deletes are batched)."""
+        while True:
+            await asyncio.sleep(self.settings.retention_interval_s)
+            try:
+                pruned = await prune(self.db, self.settings.retention, utc_now())
+            except DatabaseError as exc:
+                log.warning("retention.failed", error=str(exc))
+                continue
+            if pruned.outbox_rows or pruned.journal_tasks:
+                log.info(
+                    "retention.pruned",
+                    outbox_rows=pruned.outbox_rows,
+                    journal_tasks=pruned.journal_tasks,
+                )
 
     async def health(self) -> dict[str, str]:
         """Broker connected, database answering, relay going round: ``"ok"`` or what is wrong."""

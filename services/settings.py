@@ -6,6 +6,7 @@ Every field can be set as ``BALLAST_<FIELD>`` in upper case, for example
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +16,7 @@ from sqlalchemy import make_url
 
 from bulkheads import BreakerPolicy
 from outbox.database import sqlite_url
+from outbox.retention import RetentionPolicy
 from services.authorization import AfterUntrusted
 from services.pricing import DEFAULT_PRICES, ModelPrice
 
@@ -153,6 +155,23 @@ class Settings(BaseSettings):
             "OTEL_EXPORTER_OTLP_ENDPOINT (the standard OTEL_* variables apply)."
         ),
     )
+    retention_sent_s: float = Field(
+        default=86_400, gt=0, description="How long sent outbox rows are kept."
+    )
+    retention_journal_s: float = Field(
+        default=30 * 86_400, gt=0, description="How long journals of finished runs are kept."
+    )
+    retention_interval_s: float = Field(
+        default=3600, ge=0, description="How often a service prunes by that policy; 0: never."
+    )
+    auto_migrate: bool | None = Field(
+        default=None,
+        description=(
+            "Apply database migrations when a service starts. Default: only for the embedded "
+            "SQLite file; with BALLAST_DATABASE_URL set, run 'ballast db upgrade' once per "
+            "deployment and services refuse an outdated schema."
+        ),
+    )
     service_name: str = Field(
         default="ballast", description="service.name of this process's spans."
     )
@@ -192,6 +211,18 @@ class Settings(BaseSettings):
     def embedded_nats(self) -> bool:
         """True when Ballast must start its own nats-server."""
         return not self.nats_url
+
+    @property
+    def retention(self) -> RetentionPolicy:
+        return RetentionPolicy(
+            sent_for=timedelta(seconds=self.retention_sent_s),
+            journal_for=timedelta(seconds=self.retention_journal_s),
+        )
+
+    @property
+    def migrates_itself(self) -> bool:
+        """Whether a starting service applies migrations itself (see ``auto_migrate``)."""
+        return self.auto_migrate if self.auto_migrate is not None else self.database_url is None
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to a SQLite file in ``data_dir``."""

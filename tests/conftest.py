@@ -19,7 +19,8 @@ import asyncpg
 import pytest
 from sqlalchemy import make_url
 
-from outbox import sqlite_url
+from outbox import Database, sqlite_url
+from outbox.schema import upgrade
 from services.embedded import EmbeddedNats
 
 POSTGRES_URL = os.environ.get("BALLAST_TEST_POSTGRES_URL")
@@ -39,12 +40,24 @@ async def own_nats(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
 
 
 @pytest.fixture(params=DATABASES)
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+async def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A new database without any table."""
     if request.param == "sqlite":
         yield sqlite_url(tmp_path / "test.db")
         return
     async with fresh_postgres_database() as url:
         yield url
+
+
+@pytest.fixture
+async def database_url(empty_database_url: str) -> str:
+    """A new database at the current schema, as 'ballast db upgrade' leaves it."""
+    db = Database(empty_database_url)
+    try:
+        await upgrade(db)
+    finally:
+        await db.dispose()
+    return empty_database_url
 
 
 class fresh_postgres_database:

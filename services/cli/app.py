@@ -13,7 +13,7 @@ from contracts.principal import Principal
 from contracts.schema_export import SCHEMA_DIR, export_schemas, stale_schemas
 from contracts.tasks import TaskRequest, TaskStatus
 from contracts.wire import new_id
-from services.cli import approvals, dlq, keys, observe
+from services.cli import approvals, db, dlq, keys, observe
 from services.cli.common import (
     client_for,
     console,
@@ -39,6 +39,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(db.app, name="db")
 app.add_typer(keys.app, name="keys")
 app.add_typer(approvals.app, name="approvals")
 schema_app = typer.Typer(help="The JSON Schema files of the wire contract.")

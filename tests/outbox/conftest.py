@@ -56,7 +56,7 @@ class Bus:
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
     database = Database(database_url)
-    await database.create_tables()
+    await database.create_app_tables()  # the tests' own tables, such as test_widget
     yield database
     await database.dispose()
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from outbox import Database, JetStreamPublisher, Outgoing, Published, Relay, RelayConfig, UnitOfWork
+from outbox.schema import upgrade
 from services.embedded import EmbeddedNats
 from tests.conftest import POSTGRES_URL, fresh_postgres_database
 from tests.helpers import eventually
@@ -158,7 +159,7 @@ if POSTGRES_URL:  # several relays on one table need row locks, which SQLite doe
             """Three relays draining one table never take the same row (FOR UPDATE SKIP LOCKED)."""
             async with fresh_postgres_database() as url:
                 db = Database(url)
-                await db.create_tables()
+                await upgrade(db)
                 try:
                     await write_rows(db, bus, 3000)
                     relays = [

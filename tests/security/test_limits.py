@@ -96,6 +96,7 @@ async def test_a_known_secret_never_reaches_logs_journals_or_dead_letters(
     env = {k: v for k, v in os.environ.items() if not k.startswith("BALLAST_")} | {
         "BALLAST_NATS_URL": own_nats.url,
         "BALLAST_DATABASE_URL": sqlite_url(tmp_path / "leaky.db"),
+        "BALLAST_AUTO_MIGRATE": "true",
         "BALLAST_DATA_DIR": str(tmp_path),
         "BALLAST_LOG_FORMAT": "json",
         "BALLAST_SECRETS": f'["{SECRET}"]',

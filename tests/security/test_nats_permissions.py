@@ -59,6 +59,7 @@ class TestServicesUnderTheirOwnUsers:
                     tmp_path,
                     nats_nkey_seed=user.key.seed,
                     nats_inbox_prefix=user.inbox,
+                    auto_migrate=True,
                 )
                 await stack.enter_async_context(ServiceHost(settings, [spec], name=spec.service))
             client_user = users["client"]

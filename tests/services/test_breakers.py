@@ -36,7 +36,6 @@ async def replicas(
     nats_server: EmbeddedNats, database_url: str
 ) -> AsyncIterator[tuple[SharedBreakers, SharedBreakers, Database]]:
     db = Database(database_url)
-    await db.create_tables()
     connections = [await nats.connect(nats_server.url) for _ in range(2)]
     a, b = (SharedBreakers(nc.jetstream(), db, POLICY) for nc in connections)
     await a.start()

@@ -72,6 +72,7 @@ def service_env(server: EmbeddedNats, database_url: str, data_dir: Path) -> dict
         **env,
         "BALLAST_NATS_URL": server.url,
         "BALLAST_DATABASE_URL": database_url,
+        "BALLAST_AUTO_MIGRATE": "true",
         "BALLAST_DATA_DIR": str(data_dir),
         "BALLAST_LOG_FORMAT": "json",
         "BALLAST_LOG_LEVEL": "warning",

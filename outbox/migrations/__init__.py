@@ -1,0 +1,1 @@
+"""Alembic migrations of Ballast's own tables (``ballast_*``); see `outbox.schema`."""

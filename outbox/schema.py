@@ -1,0 +1,86 @@
+"""The version of Ballast's tables in a database, and moving it forward (Alembic).
+
+Services check the version when they start and refuse an outdated schema, so a
+deployment never runs new code on old tables (or old code on new ones); ``ballast
+db upgrade`` applies the migrations. A database created before migrations
+existed (its tables made by ``create_all``) holds exactly the first revision's
+schema, so it is stamped at that revision and upgraded from there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import inspect
+from sqlalchemy.engine import Connection
+
+from outbox.database import Database
+from outbox.errors import DatabaseError, SchemaOutdatedError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "ballast_alembic_version"
+FIRST_REVISION = "0001"
+_SENTINEL_TABLE = "ballast_outbox"
+
+
+def _config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The revision this code needs."""
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def _current(connection: Connection) -> str | None:
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
+
+
+def _upgrade(connection: Connection) -> None:
+    if _current(connection) is None and inspect(connection).has_table(_SENTINEL_TABLE):
+        command.stamp(_config(connection), FIRST_REVISION)
+    command.upgrade(_config(connection), "head")
+
+
+async def _run(db: Database, what: str, fn: Any) -> Any:
+    try:
+        async with db.engine.begin() as conn:
+            return await conn.run_sync(fn)
+    except (OSError, sa_exc.SQLAlchemyError) as exc:
+        raise DatabaseError(f"{what} of {db.safe_url} failed: {exc}") from exc
+
+
+async def current_revision(db: Database) -> str | None:
+    """The revision of Ballast's tables in ``db``; None if they were never migrated."""
+    revision: str | None = await _run(db, "reading the schema version", _current)
+    return revision
+
+
+async def upgrade(db: Database) -> str:
+    """Apply every migration ``db`` lacks; return the revision it is at now."""
+    await _run(db, "migrating", _upgrade)
+    return head_revision()
+
+
+async def check_schema(db: Database) -> None:
+    """Raise `SchemaOutdatedError` unless ``db`` is at the revision this code needs."""
+    current, head = await current_revision(db), head_revision()
+    if current == head:
+        return
+    found = f"at revision {current}" if current else "not migrated"
+    raise SchemaOutdatedError(
+        f"the Ballast tables in {db.safe_url} are {found}, this code needs {head}: "
+        "run 'ballast db upgrade' (with the same BALLAST_DATABASE_URL) before starting services"
+    )
