@@ -21,6 +21,7 @@ from services.approvals import Approvals
 from services.client import BallastClient
 from services.embedded import EmbeddedNats, free_port
 from services.host import ServiceHost
+from services.replay import replay_run
 from tests.helpers import TEST_KEY, TRUST_TEST_KEY, eventually, settings_for
 from tests.security.app import DOCUMENTS, Effect, app
 from tests.security.test_injection import VICTIM
@@ -111,6 +112,59 @@ class TestInProcess:
         assert result.status is TaskStatus.COMPLETED
         assert await mails(host.db, task.task_id) == 1
 
+    async def test_a_suspended_run_replays_to_where_it_waits_and_sends_nothing(
+        self, office: tuple[ServiceHost, BallastClient, Approvals]
+    ) -> None:
+        """Replayed while it waits for a human, the run matches its journal and stops at the
+        call awaiting approval: no tool runs, no second approval is asked for."""
+        host, client, approvals = office
+        task = mail_task()
+        await client.submit(task)
+        approval_id = await one_pending(approvals, task.task_id)
+        before = await load_journal(host.db, task.task_id)
+
+        report = await replay_run(app.agents["assistant"], before, task.task_id)
+
+        assert report.matched, report
+        assert report.ended == "stopped"
+        assert report.divergence is None
+        # search_docs, then send_email: each asked of the model, then called.
+        assert [(e.kind, e.name) for seq, e in sorted(before.items()) if seq > 0] == [
+            ("llm", "obedient"),
+            ("tool", "search_docs"),
+            ("llm", "obedient"),
+            ("tool", "send_email"),
+        ]
+        assert (report.steps_matched, report.steps_in_journal) == (4, 4)
+        assert report.error is not None
+        assert "step 4" in report.error
+        assert "send_email" in report.error
+        assert await mails(host.db, task.task_id) == 0, "replay sends no mail"
+        mine = [s for s in await approvals.all("assistant") if s.request.task_id == task.task_id]
+        assert [(s.request.approval_id, s.request.status) for s in mine] == [
+            (approval_id, ApprovalStatus.PENDING)
+        ]
+        after = await load_journal(host.db, task.task_id)
+        assert {seq: (e.status, e.outcome) for seq, e in after.items()} == {
+            seq: (e.status, e.outcome) for seq, e in before.items()
+        }, "replay writes nothing to the journal"
+
+        # The run itself is untouched: approved, it sends its one mail; replayed again, the
+        # finished run matches to the end and sends none.
+        await approvals.decide(
+            "assistant", approval_id, approve=True, approver="alice", key=TEST_KEY
+        )
+        result = await client.wait(task.task_id, timeout_s=30)
+        assert result.status is TaskStatus.COMPLETED
+        assert await mails(host.db, task.task_id) == 1
+        finished = await replay_run(
+            app.agents["assistant"], await load_journal(host.db, task.task_id), task.task_id
+        )
+        assert finished.matched, finished
+        assert finished.ended == "completed"
+        assert finished.output == result.output
+        assert await mails(host.db, task.task_id) == 1
+
     async def test_an_approval_nobody_decides_expires_as_denied(
         self, own_nats: EmbeddedNats, database_url: str, tmp_path: Path
     ) -> None:
@@ -164,7 +218,8 @@ async def test_an_approval_given_while_the_agent_host_is_down_resumes_the_task(
             return await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "services.cli", "run", target, cwd=ROOT,
                 env=env | {"BALLAST_DATABASE_URL": sqlite_url(tmp_path / f"{name}.db"),
-                           "BALLAST_DATA_DIR": str(tmp_path / name)},
+                           "BALLAST_DATA_DIR": str(tmp_path / name),
+                           "BALLAST_AUTO_MIGRATE": "true"},
                 stdout=log, stderr=asyncio.subprocess.STDOUT,
             )  # fmt: skip
 

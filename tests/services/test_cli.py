@@ -8,7 +8,9 @@ import os
 import signal
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import nats.js.errors
 from nats.js import JetStreamContext
@@ -37,11 +39,11 @@ def cli_env(**values: str) -> dict[str, str]:
 
 
 def ballast(
-    *args: str, env: dict[str, str], timeout_s: float = 60
+    *args: str, env: dict[str, str], timeout_s: float = 60, cwd: Path = ROOT
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "services.cli", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s, check=False,
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False,
     )  # fmt: skip
 
 
@@ -230,3 +232,91 @@ async def _dead(js: JetStreamContext, service: str, n: int) -> bool:
 
 async def _results(js: JetStreamContext, subject: str, n: int) -> bool:
     return await subject_count(js, Stream.RESULTS.value, subject) == n
+
+
+class TestObservabilityCommands:
+    async def test_demo_then_tasks_trace_costs_and_replay_read_its_journal(
+        self, tmp_path: Path
+    ) -> None:
+        """'ballast demo' in an empty directory leaves its journal in .ballast/ there; the
+        observability commands, run from the same directory, find and explain its two tasks."""
+        env = cli_env()  # no BALLAST_DATA_DIR: the default, .ballast/ in the working directory
+
+        async def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return await asyncio.to_thread(ballast, *args, env=env, cwd=tmp_path)
+
+        def parsed(done: subprocess.CompletedProcess[str]) -> Any:
+            assert done.returncode == 0, done.stdout + done.stderr
+            return json.loads(done.stdout)
+
+        demo = await cli("demo")
+        assert demo.returncode == 0, demo.stderr
+        assert (tmp_path / ".ballast" / "ballast.db").is_file()
+
+        # Each command is a process of its own (about a second to start): run them together.
+        listing, unknown = await asyncio.gather(
+            cli("tasks", "ls", "--json"), cli("replay", "0" * 32)
+        )
+        listed = parsed(listing)
+        assert sorted((t["agent"], t["status"]) for t in listed) == [
+            ("research", "completed"),
+            ("triage", "completed"),
+        ]
+        ids = {t["agent"]: t["task_id"] for t in listed}
+        assert unknown.returncode != 0
+        assert f"no journal for task {'0' * 32}" in unknown.stderr
+        assert "matches" not in unknown.stdout
+
+        triage = ids["triage"]
+        filtered, traced, shown, spending, replayed = await asyncio.gather(
+            cli("tasks", "ls", "--agent", "triage", "--json"),
+            cli("trace", triage, "--json"),
+            cli("trace", triage),
+            cli("costs", "--by", "agent", "--json"),
+            cli("replay", triage),
+        )
+        assert [t["task_id"] for t in parsed(filtered)] == [triage]
+
+        found = parsed(traced)
+        assert (found["agent"], found["status"], found["user_id"]) == (
+            "triage",
+            "completed",
+            "demo-user",
+        )
+        assert [(st["kind"], st["name"]) for st in found["steps"]] == [
+            ("llm", "scripted-triage"),
+            ("delegate", "research"),
+            ("tool", "create_ticket"),
+        ]
+        llm, delegation, ticket = found["steps"]
+        assert llm["input_tokens"] > 0
+        assert Decimal(llm["cost_usd"]) > 0
+        assert found["input_tokens"] > 0
+        assert Decimal(found["cost_usd"]) > 0
+        assert delegation["child"]["task_id"] == ids["research"]
+        assert delegation["child"]["status"] == "completed"
+        assert [st["name"] for st in delegation["child"]["steps"]] == [
+            "lookup",
+            "scripted-research",
+        ]
+        assert ticket["status"] == "completed"
+        assert [d["verdict"] for d in ticket["decisions"]] == ["allowed"]
+        assert str(ticket["outcome"]["ticket_id"]).startswith("T-")
+
+        assert shown.returncode == 0, shown.stderr
+        for name in ("scripted-triage", "research", "lookup", "create_ticket", ids["research"]):
+            assert name in shown.stdout
+
+        spent = {line["key"]: line for line in parsed(spending)}
+        assert set(spent) == {"triage", "research"}
+        for line in spent.values():
+            assert line["calls"] == 1
+            assert line["input_tokens"] > 0
+            assert line["output_tokens"] > 0
+            assert Decimal(line["cost_usd"]) > 0
+        assert spent["triage"]["input_tokens"] == llm["input_tokens"]
+
+        assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+        assert "matches its journal" in replayed.stdout
+        assert "3/3 steps matched" in replayed.stdout
+        assert "ended completed" in replayed.stdout
