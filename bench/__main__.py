@@ -24,6 +24,7 @@ from bench.raw_nats import consume_rate, publish_rate, round_trip_ms
 from bench.relay import relay_rate
 from bench.runtime import step_overhead_ms, summary, task_rate
 from bench.tool_calls import tool_call_rate
+from bench.trace_time import trace_ms
 from services.embedded import EmbeddedNats
 from services.logging import configure_logging
 
@@ -127,6 +128,17 @@ async def measure(console: Console) -> list[Figure]:
                 p50.runs.append(median)
                 p99.runs.append(tail)
             figures += [p50, p99]
+
+        console.print("trace of a 200-step task ...")
+        for label, database in databases:
+            query = Figure(f"trace: 200-step task, read, {label}", "ms")
+            shown = Figure(f"trace: 200-step task, read + render, {label}", "ms")
+            for _ in range(RUNS):
+                async with database() as url:
+                    read_ms, render_ms = await trace_ms(server, url)
+                query.runs.append(read_ms)
+                shown.runs.append(render_ms)
+            figures += [query, shown]
     return figures
 
 

@@ -1,4 +1,7 @@
-"""Databases for benchmarks: a temporary SQLite file, a fresh PostgreSQL database."""
+"""Databases for benchmarks: a temporary SQLite file, a fresh PostgreSQL database.
+
+Both are migrated to the current schema, as 'ballast db upgrade' leaves them.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy import make_url
 
-from outbox import sqlite_url
+from outbox import Database, sqlite_url
+from outbox.schema import upgrade
 
 POSTGRES_URL = os.environ.get(
     "BALLAST_BENCH_POSTGRES_URL",
@@ -25,7 +29,17 @@ POSTGRES_URL = os.environ.get(
 @asynccontextmanager
 async def sqlite_database() -> AsyncIterator[str]:
     with tempfile.TemporaryDirectory(prefix="ballast-bench-") as tmp:
-        yield sqlite_url(Path(tmp) / "bench.db")
+        url = sqlite_url(Path(tmp) / "bench.db")
+        await _migrate(url)
+        yield url
+
+
+async def _migrate(url: str) -> None:
+    db = Database(url)
+    try:
+        await upgrade(db)
+    finally:
+        await db.dispose()
 
 
 async def postgres_available() -> bool:
@@ -48,7 +62,9 @@ async def postgres_database() -> AsyncIterator[str]:
     await conn.execute(f'CREATE DATABASE "{name}"')
     await conn.close()
     try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(False)
+        url = make_url(POSTGRES_URL).set(database=name).render_as_string(False)
+        await _migrate(url)
+        yield url
     finally:
         conn = await asyncpg.connect(_admin_dsn())
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -11,14 +11,12 @@ from nats.js.api import StreamConfig
 from bench.common import rate
 from bench.raw_nats import PAYLOAD
 from outbox import Database, JetStreamPublisher, Relay, RelayConfig, UnitOfWork
-from outbox.schema import upgrade
 from services.embedded import EmbeddedNats
 
 
 async def relay_rate(server: EmbeddedNats, database_url: str, rows: int) -> float:
     """Rows/s for a relay draining a backlog of ``rows`` (written before the clock starts)."""
     db = Database(database_url)
-    await upgrade(db)
     nc = await nats.connect(server.url)
     js = nc.jetstream(publish_async_max_pending=4000)
     prefix = f"r{uuid.uuid4().hex[:8]}"

@@ -9,7 +9,6 @@ import uvicorn
 from rich.table import Table
 
 from contracts.approval import ApprovalStatus
-from services.approval_api import approval_app
 from services.approvals import Approvals
 from services.cli.common import client_for, console, fail, load_settings, run
 from services.keys import resolve_keys
@@ -105,6 +104,8 @@ def serve(
         async with client_for(settings) as client:
             store = Approvals(client.js)
             await store.start()
+            from services.approval_api import approval_app
+
             api = approval_app(store, token=token, signer=resolve_keys(settings).signer)
             server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning"))
             console.print(f"approvals on http://{host}:{port}/approvals")

@@ -7,7 +7,7 @@ import signal
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -15,8 +15,6 @@ from rich.console import Console
 
 from contracts.errors import ContractError
 from outbox.errors import OutboxError
-from services.broker import NatsCredentials
-from services.client import BallastClient
 from services.errors import BallastError, ConfigurationError
 from services.keys import resolve_keys
 from services.logging import configure_logging
@@ -24,6 +22,9 @@ from services.redaction import Redactor
 from services.settings import Settings
 from services.stack import nats_url_for_tools
 from services.telemetry import configure_tracing
+
+if TYPE_CHECKING:
+    from services.client import BallastClient
 
 T = TypeVar("T")
 
@@ -86,6 +87,10 @@ async def until_stopped() -> None:
 
 def client_for(settings: Settings) -> BallastClient:
     """A client for the configured (or local) broker that signs with the configured key."""
+    # Imported here: commands that only read the database skip the broker libraries.
+    from services.broker import NatsCredentials
+    from services.client import BallastClient
+
     return BallastClient(
         nats_url_for_tools(settings),
         signer=resolve_keys(settings).signer,

@@ -9,8 +9,6 @@ import typer
 
 from outbox import Database
 from services.cli.common import client_for, console, fail, load_settings, run, until_stopped
-from services.dashboard import BrokerLink, dashboard_app
-from services.http_server import EmbeddedHttpServer
 
 
 def dashboard(
@@ -30,6 +28,9 @@ def dashboard(
         shown = token
     else:
         fail("set BALLAST_ADMIN_TOKEN: the dashboard can redrive messages, so it needs one", code=2)
+
+    from services.dashboard import BrokerLink, dashboard_app  # web libraries: only here
+    from services.http_server import EmbeddedHttpServer
 
     async def main() -> None:
         db = Database(settings.resolved_database_url())

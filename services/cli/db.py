@@ -10,7 +10,6 @@ import typer
 from contracts.wire import utc_now
 from outbox import Database
 from outbox.retention import RetentionPolicy, prune
-from outbox.schema import current_revision, head_revision, upgrade
 from services.cli.common import console, fail, load_settings, run
 from services.trace import parse_since
 
@@ -24,6 +23,8 @@ def _database() -> Database:
 @app.command("upgrade")
 def upgrade_() -> None:
     """Apply the migrations the database lacks (run once per deployment, before services)."""
+
+    from outbox.schema import current_revision, upgrade  # Alembic is slow to import
 
     async def main() -> None:
         db = _database()
@@ -41,6 +42,8 @@ def upgrade_() -> None:
 @app.command()
 def current() -> None:
     """Show the database's revision and the one this code needs; exit 1 if they differ."""
+
+    from outbox.schema import current_revision, head_revision
 
     async def main() -> bool:
         db = _database()

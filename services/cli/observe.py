@@ -20,7 +20,6 @@ from outbox.journal import load_journal
 from services.cli.common import console, fail, load_settings, reported, run
 from services.llm import ChatModel
 from services.loader import load_services
-from services.openai_model import OpenAIChatModel
 from services.replay import ReplayReport, replay_run
 from services.settings import Settings
 from services.specs import AgentSpec
@@ -212,7 +211,9 @@ def _live_model(name: str, specs: list[AgentSpec], settings: Settings) -> ChatMo
     for spec in specs:
         if spec.model is not None and spec.model.name == name:
             return spec.model
-    # Any other name is a model of an OpenAI-compatible endpoint.
+    # Any other name is a model of an OpenAI-compatible endpoint (its SDK is slow to import).
+    from services.openai_model import OpenAIChatModel
+
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
     return OpenAIChatModel(name, base_url=settings.openai_base_url, api_key=key)
 
