@@ -61,12 +61,14 @@ def make_broker(
     registry: CollectorRegistry,
     on_reconnected: Callable[[], Awaitable[None]] | None = None,
     closing: Callable[[], bool] = lambda: False,
+    graceful_timeout_s: float = 20.0,
 ) -> NatsBroker:
     """A broker for ``servers`` (comma separated URLs) that never gives up reconnecting.
 
     ``on_reconnected`` runs after each reconnection, to catch up on what the
     connection may have missed while it was down. ``closing`` tells whether a
     disconnection is the expected end of the connection rather than a fault.
+    Stopping waits up to ``graceful_timeout_s`` for the messages being handled.
     """
 
     async def disconnected() -> None:
@@ -94,6 +96,7 @@ def make_broker(
         reconnected_cb=reconnected,
         # Handlers get the raw message (see services.delivery); no dependency injection.
         apply_types=False,
+        graceful_timeout=graceful_timeout_s,
         middlewares=(
             NatsTelemetryMiddleware(),  # a span per message, continuing its traceparent
             NatsPrometheusMiddleware(registry=registry, app_name=name),

@@ -175,8 +175,25 @@ class Consumer(ABC, Generic[M]):
             keep_alive = asyncio.create_task(self._report_progress(msg, self.key(message), owner))
             try:
                 await self._run(msg, delivery, message, owner)
+            except asyncio.CancelledError:
+                # Stopping, and the grace period is over: give the message back so that
+                # another replica takes it now instead of after the ack wait.
+                await asyncio.shield(self._hand_back(msg, self.key(message), owner))
+                raise
             finally:
                 keep_alive.cancel()
+
+    async def _hand_back(self, msg: NatsMessage, key: str, owner: str) -> None:
+        """Nak at once and give up the claim; no failure is recorded (nothing failed)."""
+        with contextlib.suppress(Exception):
+            await msg.nack()
+        try:
+            async with UnitOfWork(self.db) as uow:
+                await release(uow, self.service, key, owner)
+        except OutboxError as exc:
+            log.warning("delivery.claim_not_released", error=str(exc))
+        self.settings.metrics.messages.labels(self.service, "handed_back").inc()
+        log.info("delivery.handed_back")
 
     async def _run(self, msg: NatsMessage, delivery: Delivery, message: M, owner: str) -> None:
         if delivery.attempt > self.retry.max_deliveries:

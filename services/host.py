@@ -90,6 +90,7 @@ class ServiceHost:
             registry=self.metrics.registry,
             on_reconnected=self._reconnected,
             closing=lambda: self._stopping,
+            graceful_timeout_s=settings.shutdown_grace_s,
         )
         self.consumers: list[Consumer[Any]] = []
         self._watched: list[WatchedConsumer] = []

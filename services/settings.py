@@ -155,6 +155,14 @@ class Settings(BaseSettings):
             "OTEL_EXPORTER_OTLP_ENDPOINT (the standard OTEL_* variables apply)."
         ),
     )
+    shutdown_grace_s: float = Field(
+        default=20.0,
+        gt=0,
+        description=(
+            "On SIGTERM, how long in-flight messages may finish; the rest are handed back "
+            "(nak) for another replica at once."
+        ),
+    )
     retention_sent_s: float = Field(
         default=86_400, gt=0, description="How long sent outbox rows are kept."
     )

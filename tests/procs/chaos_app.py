@@ -68,3 +68,16 @@ async def chaos_agent(ctx: AgentContext, task: TaskRequest) -> JsonValue:
     lucky = await ctx.step("draw", random.random)
     done = await ctx.tool("record_effect", {"ref": task.task_id})
     return {"plan": plan.content, "lucky": lucky, "done": done}
+
+
+class Nap(BaseModel):
+    ref: str
+    seconds: float
+
+
+@app.tool(pool=PoolConfig(size=4, timeout_s=60))
+async def slow_effect(ctx: ToolContext, args: Nap) -> JsonValue:
+    """A long call, to stop a service while it runs."""
+    await asyncio.sleep(args.seconds)
+    ctx.session.add(Effect(ref=args.ref, call_id=ctx.idempotency_key, at=utc_now()))
+    return {"recorded": args.ref}
