@@ -45,8 +45,19 @@ class Database:
     once instead of waiting for its next sweep.
     """
 
-    def __init__(self, url: str | URL, *, pool_size: int = 20, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        producer: str | None = None,
+        pool_size: int = 20,
+        echo: bool = False,
+    ) -> None:
         self.url = make_url(url)
+        self.producer = producer
+        """Whose relay publishes the outbox rows written here: services sharing one
+        database each relay their own rows (their NATS user may publish only those);
+        None writes rows any relay may publish, and relays every row."""
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self.engine: AsyncEngine = _create_engine(self.url, pool_size=pool_size, echo=echo)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)

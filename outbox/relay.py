@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -113,15 +113,13 @@ class Relay:
 
     async def unsent_count(self) -> int:
         """Rows committed but not yet acknowledged by the broker."""
-        count = await self._scalar(
-            select(func.count()).select_from(_T).where(_T.c.sent_at.is_(None))
-        )
+        count = await self._scalar(select(func.count()).select_from(_T).where(*self._mine()))
         return int(count or 0)
 
     async def oldest_unsent_at(self) -> datetime | None:
         """When the oldest unsent row was written (the relay's lag), or None."""
         oldest: datetime | None = await self._scalar(
-            select(func.min(_T.c.created_at)).where(_T.c.sent_at.is_(None))
+            select(func.min(_T.c.created_at)).where(*self._mine())
         )
         return oldest
 
@@ -132,10 +130,18 @@ class Relay:
         except sa_exc.SQLAlchemyError as exc:
             raise DatabaseError(f"could not read the outbox: {exc}") from exc
 
+    def _mine(self) -> list[Any]:
+        """Unsent rows this relay publishes: its producer's, and rows of no producer."""
+        unsent = _T.c.sent_at.is_(None)
+        producer = self._db.producer
+        if producer is None:
+            return [unsent]
+        return [unsent, or_(_T.c.producer == producer, _T.c.producer.is_(None))]
+
     def _select_unsent(self) -> Any:
         return (
             select(_T.c.id, _T.c.message_id, _T.c.subject, _T.c.payload, _T.c.headers)
-            .where(_T.c.sent_at.is_(None))
+            .where(*self._mine())
             .order_by(_T.c.id)
             .limit(self._config.batch_size)
         )

@@ -29,7 +29,8 @@ FIRST_REVISION = "0001"
 _SENTINEL_TABLE = "ballast_outbox"
 
 
-def _config(connection: Connection | None = None) -> Config:
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic configured for Ballast's migrations, running on ``connection``."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
@@ -38,7 +39,7 @@ def _config(connection: Connection | None = None) -> Config:
 
 def head_revision() -> str:
     """The revision this code needs."""
-    head = ScriptDirectory.from_config(_config()).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
 
@@ -50,8 +51,8 @@ def _current(connection: Connection) -> str | None:
 
 def _upgrade(connection: Connection) -> None:
     if _current(connection) is None and inspect(connection).has_table(_SENTINEL_TABLE):
-        command.stamp(_config(connection), FIRST_REVISION)
-    command.upgrade(_config(connection), "head")
+        command.stamp(alembic_config(connection), FIRST_REVISION)
+    command.upgrade(alembic_config(connection), "head")
 
 
 async def _run(db: Database, what: str, fn: Any) -> Any:

@@ -28,10 +28,11 @@ class OutboxMessage(SQLModel, table=True):
 
     __tablename__ = "ballast_outbox"
     __table_args__ = (
-        # The relay only ever looks for unsent rows, oldest first; a partial index keeps
-        # that query fast however many sent rows pile up before retention prunes them.
+        # A relay only ever looks for its own unsent rows, oldest first; a partial index
+        # keeps that fast however many sent rows pile up before retention prunes them.
         Index(
             "ix_ballast_outbox_unsent",
+            "producer",
             "id",
             postgresql_where=text("sent_at IS NULL"),
             sqlite_where=text("sent_at IS NULL"),
@@ -52,6 +53,8 @@ class OutboxMessage(SQLModel, table=True):
     sent_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime, nullable=True))
     attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    producer: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
+    """The service whose relay publishes the row (None: any relay); see `Database.producer`."""
 
 
 class InboxEntry(SQLModel, table=True):

@@ -94,6 +94,7 @@ class UnitOfWork:
                 "headers": headers,
                 "created_at": utc_now(),
                 "attempts": 0,
+                "producer": self._db.producer,
             }
         )
         return mid

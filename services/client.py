@@ -45,6 +45,10 @@ SEEN_LIMIT = 10_000
 TASK_EVENTS = f"{PREFIX}.event.task.>"
 
 
+ELECTION_WAIT_S = 10.0
+"""How long a publish that no stream answered is retried (a cluster electing a leader)."""
+
+
 class BallastClient:
     """A connection to the broker for submitting tasks. Use with ``async with``."""
 
@@ -82,7 +86,7 @@ class BallastClient:
     async def connect(self) -> None:
         try:
             self._nc = await nats.connect(
-                self.url,
+                [s.strip() for s in self.url.split(",") if s.strip()],  # a cluster: several URLs
                 connect_timeout=5,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
@@ -149,7 +153,8 @@ class BallastClient:
 
     async def _publish(self, task: TaskRequest, headers: dict[str, str]) -> bool:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.publish_timeout_s
+        started = loop.time()
+        deadline = started + self.publish_timeout_s
         while True:
             try:
                 ack = await self.js.publish(
@@ -157,10 +162,14 @@ class BallastClient:
                 )
                 return not ack.duplicate
             except nats.js.errors.NoStreamResponseError as exc:
-                raise BrokerError(
-                    "no stream takes tasks yet: start a Ballast service first "
-                    "(it creates the streams)"
-                ) from exc
+                # No stream, or (in a cluster) a stream electing a new leader after a node
+                # died: the latter passes within seconds, so wait before giving up.
+                if loop.time() > min(deadline, started + ELECTION_WAIT_S):
+                    raise BrokerError(
+                        "no stream takes tasks: start a Ballast service first (it creates "
+                        "the streams), or check that the NATS cluster has a quorum"
+                    ) from exc
+                await asyncio.sleep(0.2)
             except (nats.errors.TimeoutError, nats.errors.ConnectionReconnectingError) as exc:
                 # Unknown outcome: publishing again with the same id is safe (deduplicated).
                 if loop.time() > deadline:

@@ -79,7 +79,8 @@ class ServiceHost:
         self.settings = settings
         self.specs = list(specs)
         self.name = name
-        self.db = Database(settings.resolved_database_url())
+        # Replicas of a service share its name, so one relays what a dead one left.
+        self.db = Database(settings.resolved_database_url(), producer=name)
         self._stopping = False
         self.credentials = NatsCredentials.of(settings)
         self.metrics = Metrics()

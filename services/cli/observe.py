@@ -230,7 +230,7 @@ def replay_command(
 ) -> None:
     """Re-run a task's agent code against its journal, with no side effects, and compare.
 
-    Exits 0 when every step matched, 1 when the replay differs.
+    Exits 0 when every step matched, 1 when the replay differs, 2 for an unknown task or agent.
     """
     settings = load_settings()
     with reported():
@@ -244,11 +244,11 @@ def replay_command(
         finally:
             await db.dispose()
         if not journal:
-            fail(f"no journal for task {task_id} in this database")
+            fail(f"no journal for task {task_id} in this database", code=2)
         agent = str(journal[0].name) if 0 in journal else None
         spec = next((s for s in agents if s.name == agent), None)
         if spec is None:
-            fail(f"{target} has no agent {agent!r}; give the app with --app")
+            fail(f"{target} has no agent {agent!r}; give the app with --app", code=2)
         model = _live_model(live_model, agents, settings) if live_model else None
         report = await replay_run(spec, journal, task_id, model)
         if as_json:

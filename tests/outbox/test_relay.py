@@ -145,6 +145,31 @@ class TestNudge:
             running.cancel()
 
 
+class TestSharedDatabase:
+    async def test_each_service_relays_its_own_rows_and_rows_of_no_producer(
+        self, database_url: str, bus: Bus
+    ) -> None:
+        """Services sharing one database: a relay never publishes another service's rows
+        (its NATS user could not), but does publish rows written without a producer."""
+        triage = Database(database_url, producer="agent-triage")
+        lookup = Database(database_url, producer="tool-lookup")
+        anyone = Database(database_url)
+        try:
+            await write_rows(triage, bus, 3)
+            async with UnitOfWork(anyone) as uow:
+                uow.publish(bus.subject(), b"shared", message_id="shared-1")
+            lookup_relay = Relay(lookup, JetStreamPublisher(bus.js))
+            assert await lookup_relay.unsent_count() == 1
+            assert await lookup_relay.relay_once() == 1
+            assert await stored_ids(bus) == ["shared-1"]
+            triage_relay = Relay(triage, JetStreamPublisher(bus.js))
+            assert await triage_relay.relay_once() == 3
+            assert sorted(await stored_ids(bus)) == ["row-0", "row-1", "row-2", "shared-1"]
+        finally:
+            for db in (triage, lookup, anyone):
+                await db.dispose()
+
+
 def _stored(bus: Bus, n: int) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return await bus.stored() == n

@@ -6,13 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from alembic import command
 from sqlalchemy import inspect, text
-from sqlmodel import SQLModel
 
 from contracts import TaskRequest
 from outbox import Database
 from outbox.errors import SchemaOutdatedError
-from outbox.schema import check_schema, current_revision, head_revision, upgrade
+from outbox.schema import (
+    FIRST_REVISION,
+    alembic_config,
+    check_schema,
+    current_revision,
+    head_revision,
+    upgrade,
+)
 from services.agent_context import AgentContext
 from services.app import Ballast
 from services.embedded import EmbeddedNats
@@ -54,12 +61,11 @@ async def test_a_database_made_before_migrations_is_stamped_and_upgraded(
 ) -> None:
     db = Database(empty_database_url)
     try:
-        # What create_all made before the journal indexes of revision 0002 existed.
-        tables = [t for n, t in SQLModel.metadata.tables.items() if n.startswith("ballast_")]
+        # What create_all made before migrations existed: the schema of revision 0001,
+        # with no version table.
         async with db.engine.begin() as conn:
-            await conn.run_sync(lambda c: SQLModel.metadata.create_all(c, tables=tables))
-            for index in ("ix_ballast_journal_seq_started", "ix_ballast_journal_kind_started"):
-                await conn.execute(text(f"DROP INDEX {index}"))
+            await conn.run_sync(lambda c: command.upgrade(alembic_config(c), FIRST_REVISION))
+            await conn.execute(text("DROP TABLE ballast_alembic_version"))
             await conn.execute(
                 text(
                     "INSERT INTO ballast_inbox (consumer, key, processed_at) "
