@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
+import anyio
 import structlog
 from faststream.nats.message import NatsMessage
 from pydantic import BaseModel, ValidationError
@@ -178,7 +179,10 @@ class Consumer(ABC, Generic[M]):
             except asyncio.CancelledError:
                 # Stopping, and the grace period is over: give the message back so that
                 # another replica takes it now instead of after the ack wait.
-                await asyncio.shield(self._hand_back(msg, self.key(message), owner))
+                # FastStream cancels through an anyio cancel scope, which cancels every
+                # later await too; only a shielded scope lets the hand-back complete.
+                with anyio.CancelScope(shield=True):
+                    await self._hand_back(msg, self.key(message), owner)
                 raise
             finally:
                 keep_alive.cancel()

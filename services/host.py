@@ -305,8 +305,12 @@ class ServiceHost:
         self._stopping = True
         if self.http is not None:
             await self.http.stop()
-        for subscriber in self.broker.subscribers:
-            await subscriber.stop()
+        # Together: the grace period is for the whole process, not for each consumer.
+        stopping = asyncio.gather(*(s.stop() for s in self.broker.subscribers))
+        try:
+            await asyncio.wait_for(stopping, self.settings.shutdown_grace_s + 5)
+        except TimeoutError:
+            log.warning("host.consumers_not_stopped", grace_s=self.settings.shutdown_grace_s)
         if self._relay is not None:
             left = await self._relay.drain(drain_timeout_s)
             if left:
