@@ -31,11 +31,13 @@ from contracts.wire import utc_now
 from outbox import Database, DatabaseError, JetStreamPublisher, OutboxError, Relay, RelayConfig
 from outbox.retention import prune
 from outbox.schema import check_schema, upgrade
+from services import approvals, breakers, presence, registry
 from services.agent_context import AgentRuntime
 from services.agents import AgentConsumer
 from services.approvals import Approvals, sweep_expired
 from services.breakers import SharedBreakers
 from services.broker import NatsCredentials, make_broker
+from services.buckets import ensure_buckets
 from services.delivery import Consumer, ConsumerSettings
 from services.errors import ConfigurationError
 from services.gauges import GaugeRefresher, WatchedConsumer
@@ -134,6 +136,10 @@ class ServiceHost:
                 max_age_s=self.settings.results_max_age_s,
             ),
         )
+        needed = {registry.BUCKET, breakers.BUCKET, presence.BUCKET}
+        if any(isinstance(spec, AgentSpec) for spec in self.specs):
+            needed.add(approvals.BUCKET)
+        await ensure_buckets(js, self.settings.stream_replicas, needed)
         shared = await self._shared(js)
         for spec in self.specs:
             consumer = await self._declare(js, spec, shared)

@@ -76,6 +76,9 @@ async def test_the_compose_cluster_runs_the_demo_with_r3_streams_and_survives_a_
             assert info.config.num_replicas == 3, stream
             assert info.cluster is not None
             assert len(info.cluster.replicas or []) == 2, "a leader and two replicas"
+        for bucket in ("ballast_agents", "ballast_breakers", "ballast_approvals"):
+            kv = await admin.jetstream().stream_info(f"KV_{bucket}")
+            assert kv.config.num_replicas == 3, f"{bucket} would go offline with its node"
 
         first = await client.run(_task(1), timeout_s=60)
         assert first.status is TaskStatus.COMPLETED, first.error
