@@ -17,6 +17,7 @@ from sqlalchemy import event, make_url, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -29,6 +30,7 @@ from sqlmodel import SQLModel
 from outbox import tables as _tables  # noqa: F401
 from outbox.errors import DatabaseError
 
+SCHEMA_LOCK = 0x62616C6C  # "ball": the advisory lock that serializes schema changes
 SQLITE_BUSY_TIMEOUT_S = 30.0
 """How long a SQLite transaction waits for another process's write lock."""
 
@@ -82,9 +84,16 @@ class Database:
         ]
         try:
             async with self.engine.begin() as conn:
+                await self.lock_schema(conn)
                 await conn.run_sync(lambda c: SQLModel.metadata.create_all(c, tables=apps))
         except OSError as exc:  # pragma: no cover - depends on the environment
             raise DatabaseError(f"cannot reach the database at {self.safe_url}: {exc}") from exc
+
+    async def lock_schema(self, conn: AsyncConnection) -> None:
+        """Serialize schema changes of processes starting together (PostgreSQL; SQLite has
+        one writer anyway): concurrent CREATE TABLE IF NOT EXISTS can fail there."""
+        if not self.is_sqlite:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
 
     async def ping(self) -> None:
         """Run ``SELECT 1``; raises `DatabaseError` when the database does not answer."""

@@ -70,8 +70,16 @@ async def current_revision(db: Database) -> str | None:
 
 
 async def upgrade(db: Database) -> str:
-    """Apply every migration ``db`` lacks; return the revision it is at now."""
-    await _run(db, "migrating", _upgrade)
+    """Apply every migration ``db`` lacks; return the revision it is at now.
+
+    Safe when several processes start at once: they take turns (`Database.lock_schema`).
+    """
+    try:
+        async with db.engine.begin() as conn:
+            await db.lock_schema(conn)
+            await conn.run_sync(_upgrade)
+    except (OSError, sa_exc.SQLAlchemyError) as exc:
+        raise DatabaseError(f"migrating {db.safe_url} failed: {exc}") from exc
     return head_revision()
 
 

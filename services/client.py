@@ -191,12 +191,26 @@ class BallastClient:
         """
         if task_id in self._seen:
             return self._seen[task_id]
-        if self._watcher is None:
-            # One watcher for all waits, also when many start at once.
-            self._watcher = asyncio.ensure_future(
-                self._watch_events((since or utc_now()) - LOOKBACK)
-            )
-        await self._watcher
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            if self._watcher is None:
+                # One watcher for all waits, also when many start at once.
+                self._watcher = asyncio.ensure_future(
+                    self._watch_events((since or utc_now()) - LOOKBACK)
+                )
+            watcher = self._watcher
+            try:
+                await watcher
+                break
+            except nats.errors.Error as exc:
+                # A cluster electing the stream's leader: start the watcher again.
+                if self._watcher is watcher:
+                    self._watcher = None
+                if loop.time() > deadline:
+                    raise TimeoutError(f"cannot watch task events: {exc}") from exc
+                await asyncio.sleep(0.5)
+        timeout_s = max(0.0, deadline - loop.time())
         if task_id in self._seen:
             return self._seen[task_id]
         found = self._waiting.setdefault(task_id, asyncio.get_running_loop().create_future())

@@ -137,7 +137,7 @@ class ResultWaiter:
         newest = None
         try:
             async for raw in stored_messages(
-                self._js, Stream.RESULTS.value, result_subject(self._agent, task_id)
+                self._js, Stream.RESULTS.value, result_subject(self._agent, task_id), direct=True
             ):
                 if (
                     (raw.headers or {}).get(Header.STEP_KEY) == step_key

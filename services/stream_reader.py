@@ -14,13 +14,17 @@ from nats.js.api import RawStreamMsg
 
 
 async def stored_messages(
-    js: JetStreamContext, stream: str, subject: str, *, start_seq: int = 1
+    js: JetStreamContext, stream: str, subject: str, *, start_seq: int = 1, direct: bool = False
 ) -> AsyncIterator[RawStreamMsg]:
-    """Messages of ``stream`` on ``subject`` (wildcards allowed), oldest first."""
+    """Messages of ``stream`` on ``subject`` (wildcards allowed), oldest first.
+
+    ``direct`` reads with the direct-get API (the stream must allow it): any replica
+    answers, and a service's NATS user is granted that API rather than the admin one.
+    """
     seq = start_seq
     while True:
         try:
-            raw = await js.get_msg(stream, seq, subject=subject, next=True)
+            raw = await js.get_msg(stream, seq, subject=subject, next=True, direct=direct)
         except nats.js.errors.NotFoundError:
             return
         yield raw

@@ -7,6 +7,7 @@ and tool has one durable pull consumer, shared by all of its replicas.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import nats.js.errors
@@ -53,29 +54,48 @@ def stream_config(stream: Stream, settings: StreamSettings) -> StreamConfig:
     )
 
 
+JETSTREAM_READY_S = 30.0
+"""How long a starting service waits for JetStream (a cluster electing its leaders)."""
+
+
 async def ensure_streams(js: JetStreamContext, settings: StreamSettings) -> None:
-    """Create Ballast's streams, or update them to ``settings``; safe to call from every replica."""
+    """Create Ballast's streams, or update them to ``settings``; safe to call from every replica.
+
+    A cluster that has just started answers with timeouts or "unavailable" until it
+    has elected its leaders, so those are retried for `JETSTREAM_READY_S`.
+    """
+    deadline = asyncio.get_running_loop().time() + JETSTREAM_READY_S
     for stream in Stream:
-        config = stream_config(stream, settings)
-        try:
-            await js.stream_info(stream.value)
-        except nats.js.errors.NotFoundError:
+        while True:
             try:
-                await js.add_stream(config)
-                continue
-            except nats.js.errors.BadRequestError:
-                pass  # another replica created it in the meantime: fall through to update
-        except nats.errors.TimeoutError as exc:
-            raise BrokerError(
-                "JetStream did not answer; is JetStream enabled on the server (-js)?"
-            ) from exc
+                await _ensure(js, stream_config(stream, settings))
+                break
+            except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError) as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise BrokerError(
+                        f"JetStream did not answer within {JETSTREAM_READY_S:g} s; is it "
+                        "enabled on the server (-js), and does the cluster have a quorum?"
+                    ) from exc
+                await asyncio.sleep(0.5)
+
+
+async def _ensure(js: JetStreamContext, config: StreamConfig) -> None:
+    name = str(config.name)
+    try:
+        await js.stream_info(name)
+    except nats.js.errors.NotFoundError:
         try:
-            await js.update_stream(config)
-        except nats.js.errors.BadRequestError as exc:
-            raise BrokerError(
-                f"stream {stream.value} exists with settings that cannot be changed in place "
-                f"({exc.description}); migrate it or delete it"
-            ) from exc
+            await js.add_stream(config)
+            return
+        except nats.js.errors.BadRequestError:
+            pass  # another replica created it in the meantime: fall through to update
+    try:
+        await js.update_stream(config)
+    except nats.js.errors.BadRequestError as exc:
+        raise BrokerError(
+            f"stream {name} exists with settings that cannot be changed in place "
+            f"({exc.description}); migrate it or delete it"
+        ) from exc
 
 
 def consumer_config(
