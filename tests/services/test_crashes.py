@@ -66,11 +66,11 @@ class Service:
                 await self.proc.wait()
 
 
-def service_env(server: EmbeddedNats, database_url: str, data_dir: Path) -> dict[str, str]:
+def service_env(nats_url: str, database_url: str, data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BALLAST_")}
     return {
         **env,
-        "BALLAST_NATS_URL": server.url,
+        "BALLAST_NATS_URL": nats_url,
         "BALLAST_DATABASE_URL": database_url,
         "BALLAST_AUTO_MIGRATE": "true",
         "BALLAST_DATA_DIR": str(data_dir),
@@ -104,12 +104,12 @@ async def test_killed_hosts_lose_nothing_and_repeat_nothing(
     agent_db, tool_db = sqlite_url(tmp_path / "agent.db"), sqlite_url(tmp_path / "tool.db")
     agent = Service(
         "tests.procs.chaos_app:chaos_agent",
-        service_env(own_nats, agent_db, tmp_path / "agent"),
+        service_env(own_nats.url, agent_db, tmp_path / "agent"),
         tmp_path / "agent.log",
     )
     tool = Service(
         "tests.procs.chaos_app:record_effect",
-        service_env(own_nats, tool_db, tmp_path / "tool"),
+        service_env(own_nats.url, tool_db, tmp_path / "tool"),
         tmp_path / "tool.log",
     )
     rng = random.Random(11 if victim == "agent" else 13)

@@ -68,7 +68,7 @@ async def _stop(service: Service) -> float:
 async def test_sigterm_lets_the_call_in_flight_finish_and_publish_its_result(
     own_nats: EmbeddedNats, database_url: str, tmp_path: Path
 ) -> None:
-    env = service_env(own_nats, database_url, tmp_path / "a") | {
+    env = service_env(own_nats.url, database_url, tmp_path / "a") | {
         "BALLAST_SHUTDOWN_GRACE_S": "10",
         "BALLAST_ACK_WAIT_S": "30",
     }
@@ -96,7 +96,7 @@ async def test_sigterm_lets_the_call_in_flight_finish_and_publish_its_result(
 async def test_past_the_grace_period_the_call_is_handed_back_and_runs_once_elsewhere(
     own_nats: EmbeddedNats, database_url: str, tmp_path: Path
 ) -> None:
-    env = service_env(own_nats, database_url, tmp_path / "a") | {
+    env = service_env(own_nats.url, database_url, tmp_path / "a") | {
         "BALLAST_SHUTDOWN_GRACE_S": "0.5",
         "BALLAST_ACK_WAIT_S": "60",
     }
