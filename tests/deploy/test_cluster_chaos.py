@@ -35,6 +35,13 @@ TASKS = 1000
 DONE = "ballast.event.task.completed"
 
 
+# It runs on PostgreSQL (several processes share the database), so only where the
+# PostgreSQL tests run; CI always sets BALLAST_TEST_POSTGRES_URL.
+pytestmark = pytest.mark.parametrize(
+    "postgres", ["postgres"] if POSTGRES_URL else [], indirect=True
+)
+
+
 @pytest.fixture
 async def postgres() -> AsyncIterator[str]:
     assert POSTGRES_URL, "the cluster test runs on PostgreSQL: set BALLAST_TEST_POSTGRES_URL"
@@ -51,84 +58,92 @@ async def _done(admin: Client, n: int) -> bool:
     return await subject_count(admin.jetstream(), Stream.EVENTS.value, DONE) >= n
 
 
-@pytest.mark.chaos
-@pytest.mark.timeout(600)
-async def test_a_thousand_tasks_survive_a_killed_node_and_killed_replicas(
-    postgres: str, tmp_path: Path
-) -> None:
-    users = {u.name: u for u in users_for(app.specs)}
-    cluster = LoopbackCluster(tmp_path / "cluster", render_config(list(users.values())))
-    await cluster.start_all()
-    replicas: list[Service] = []
-    try:
-        for service, target in (
-            ("agent-chaos_agent", "tests.procs.chaos_app:chaos_agent"),
-            ("tool-record_effect", "tests.procs.chaos_app:record_effect"),
-        ):
-            user = users[service]
-            for i in (1, 2):
-                env = service_env_for(cluster, postgres, tmp_path / f"{service}-{i}", user)
-                replicas.append(Service(target, env, tmp_path / f"{service}-{i}.log"))
-        for replica in replicas:
-            await replica.start()
-        admin_user = users["admin"]
-        admin = await nats.connect(
-            [cluster.nodes[2].url, cluster.nodes[3].url],
-            max_reconnect_attempts=-1,
-            **NatsCredentials(admin_user.key.seed, admin_user.inbox).connect_options(),
-        )
-        client_user = users["client"]
-        async with BallastClient(
-            cluster.urls,
-            signer=TEST_KEY,
-            credentials=NatsCredentials(client_user.key.seed, client_user.inbox),
-        ) as client:
-            for stream, consumer in (
-                (Stream.TASKS, "agent-chaos_agent"),
-                (Stream.TOOLS, "tool-record_effect"),
+# It runs on PostgreSQL (several processes share one database), so it exists where the
+# PostgreSQL tests run: CI always sets BALLAST_TEST_POSTGRES_URL.
+if POSTGRES_URL:
+
+    @pytest.mark.chaos
+    @pytest.mark.timeout(600)
+    async def test_a_thousand_tasks_survive_a_killed_node_and_killed_replicas(
+        postgres: str, tmp_path: Path
+    ) -> None:
+        users = {u.name: u for u in users_for(app.specs)}
+        cluster = LoopbackCluster(tmp_path / "cluster", render_config(list(users.values())))
+        await cluster.start_all()
+        replicas: list[Service] = []
+        try:
+            for service, target in (
+                ("agent-chaos_agent", "tests.procs.chaos_app:chaos_agent"),
+                ("tool-record_effect", "tests.procs.chaos_app:record_effect"),
             ):
+                user = users[service]
+                for i in (1, 2):
+                    env = service_env_for(cluster, postgres, tmp_path / f"{service}-{i}", user)
+                    replicas.append(Service(target, env, tmp_path / f"{service}-{i}.log"))
+            for replica in replicas:
+                await replica.start()
+            admin_user = users["admin"]
+            admin = await nats.connect(
+                [cluster.nodes[2].url, cluster.nodes[3].url],
+                max_reconnect_attempts=-1,
+                **NatsCredentials(admin_user.key.seed, admin_user.inbox).connect_options(),
+            )
+            client_user = users["client"]
+            async with BallastClient(
+                cluster.urls,
+                signer=TEST_KEY,
+                credentials=NatsCredentials(client_user.key.seed, client_user.inbox),
+            ) as client:
+                for stream, consumer in (
+                    (Stream.TASKS, "agent-chaos_agent"),
+                    (Stream.TOOLS, "tool-record_effect"),
+                ):
 
-                async def ready(stream: Stream = stream, consumer: str = consumer) -> bool:
-                    try:
-                        await admin.jetstream().consumer_info(stream.value, consumer)
-                    except nats.js.errors.NotFoundError:
-                        return False
-                    return True
+                    async def ready(stream: Stream = stream, consumer: str = consumer) -> bool:
+                        try:
+                            await admin.jetstream().consumer_info(stream.value, consumer)
+                        except nats.js.errors.NotFoundError:
+                            return False
+                        return True
 
-                await eventually(ready, timeout_s=60, what=f"{consumer} to start")
-            tasks = [TaskRequest(agent="chaos_agent", principal=PRINCIPAL) for _ in range(TASKS)]
-            await asyncio.gather(*(client.submit(t) for t in tasks))
+                    await eventually(ready, timeout_s=60, what=f"{consumer} to start")
+                tasks = [
+                    TaskRequest(agent="chaos_agent", principal=PRINCIPAL) for _ in range(TASKS)
+                ]
+                await asyncio.gather(*(client.submit(t) for t in tasks))
 
-            await eventually(lambda: _done(admin, TASKS // 4), timeout_s=240, what="progress")
-            await cluster.kill(1)
-            await replicas[0].kill()  # one agent replica
-            await replicas[2].kill()  # one tool replica
-            killed_at = await subject_count(admin.jetstream(), Stream.EVENTS.value, DONE)
-            assert killed_at < TASKS, "the kills landed while tasks were running"
+                await eventually(lambda: _done(admin, TASKS // 4), timeout_s=240, what="progress")
+                await cluster.kill(1)
+                await replicas[0].kill()  # one agent replica
+                await replicas[2].kill()  # one tool replica
+                killed_at = await subject_count(admin.jetstream(), Stream.EVENTS.value, DONE)
+                assert killed_at < TASKS, "the kills landed while tasks were running"
 
-            results = await asyncio.gather(*(client.wait(t.task_id, timeout_s=400) for t in tasks))
-            dead = await dead_letter_counts(admin.jetstream())
-        await admin.close()
-    finally:
-        for replica in replicas:
-            await replica.stop()
-        await cluster.stop()
-
-    assert [r.status for r in results] == [TaskStatus.COMPLETED] * TASKS
-    assert dead == {}, f"dead letters: {dead}"
-    db = Database(postgres)
-    try:
-        async with db.session() as session:
-            rows = (
-                await session.execute(
-                    select(col(Effect.ref), func.count()).group_by(col(Effect.ref))
+                results = await asyncio.gather(
+                    *(client.wait(t.task_id, timeout_s=400) for t in tasks)
                 )
-            ).all()
-    finally:
-        await db.dispose()
-    per_task = {ref: n for ref, n in rows}
-    assert set(per_task) == {t.task_id for t in tasks}, "every task had its effect"
-    assert set(per_task.values()) == {1}, "no effect happened twice"
+                dead = await dead_letter_counts(admin.jetstream())
+            await admin.close()
+        finally:
+            for replica in replicas:
+                await replica.stop()
+            await cluster.stop()
+
+        assert [r.status for r in results] == [TaskStatus.COMPLETED] * TASKS
+        assert dead == {}, f"dead letters: {dead}"
+        db = Database(postgres)
+        try:
+            async with db.session() as session:
+                rows = (
+                    await session.execute(
+                        select(col(Effect.ref), func.count()).group_by(col(Effect.ref))
+                    )
+                ).all()
+        finally:
+            await db.dispose()
+        per_task = {ref: n for ref, n in rows}
+        assert set(per_task) == {t.task_id for t in tasks}, "every task had its effect"
+        assert set(per_task.values()) == {1}, "no effect happened twice"
 
 
 def service_env_for(
