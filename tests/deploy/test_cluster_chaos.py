@@ -7,10 +7,12 @@ exactly once, and the dead-letter queues stay empty."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import nats
+import nats.errors
 import nats.js.errors
 import pytest
 from nats.aio.client import Client
@@ -31,15 +33,9 @@ from tests.helpers import PRINCIPAL, TEST_KEY, eventually, subject_count
 from tests.procs.chaos_app import Effect, app
 from tests.services.test_crashes import Service, service_env
 
+T = TypeVar("T")
 TASKS = 1000
 DONE = "ballast.event.task.completed"
-
-
-# It runs on PostgreSQL (several processes share the database), so only where the
-# PostgreSQL tests run; CI always sets BALLAST_TEST_POSTGRES_URL.
-pytestmark = pytest.mark.parametrize(
-    "postgres", ["postgres"] if POSTGRES_URL else [], indirect=True
-)
 
 
 @pytest.fixture
@@ -52,6 +48,16 @@ async def postgres() -> AsyncIterator[str]:
         finally:
             await db.dispose()
         yield url
+
+
+async def _after_election(read: Callable[[], Awaitable[T]]) -> T:
+    """``read()``, retried while the streams elect new leaders after the node was killed."""
+    for _ in range(60):
+        try:
+            return await read()
+        except nats.errors.TimeoutError:
+            await asyncio.sleep(0.5)
+    return await read()
 
 
 async def _done(admin: Client, n: int) -> bool:
@@ -116,13 +122,15 @@ if POSTGRES_URL:
                 await cluster.kill(1)
                 await replicas[0].kill()  # one agent replica
                 await replicas[2].kill()  # one tool replica
-                killed_at = await subject_count(admin.jetstream(), Stream.EVENTS.value, DONE)
+                killed_at = await _after_election(
+                    lambda: subject_count(admin.jetstream(), Stream.EVENTS.value, DONE)
+                )
                 assert killed_at < TASKS, "the kills landed while tasks were running"
 
                 results = await asyncio.gather(
                     *(client.wait(t.task_id, timeout_s=400) for t in tasks)
                 )
-                dead = await dead_letter_counts(admin.jetstream())
+                dead = await _after_election(lambda: dead_letter_counts(admin.jetstream()))
             await admin.close()
         finally:
             for replica in replicas:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import nats
@@ -22,6 +23,7 @@ from sqlmodel import col
 from contracts import ToolResult, ToolStatus
 from contracts.subjects import Stream, result_subject
 from outbox import Database
+from outbox.tables import Claim
 from services.embedded import EmbeddedNats
 from tests.helpers import eventually, subject_count, unique
 from tests.procs.chaos_app import Effect
@@ -31,9 +33,19 @@ from tests.services.test_crashes import Service, service_env
 TARGET = "tests.procs.chaos_app:slow_effect"
 
 
-async def _in_flight(js: JetStreamContext) -> bool:
-    info = await js.consumer_info(Stream.TOOLS.value, "tool-slow_effect")
-    return bool(info.num_ack_pending == 1)
+def _running(database_url: str) -> Callable[[], Awaitable[bool]]:
+    """True once a replica runs the call (it holds the claim), not merely fetched it."""
+
+    async def check() -> bool:
+        db = Database(database_url)
+        try:
+            async with db.session() as session:
+                query = select(func.count()).where(col(Claim.consumer) == "tool-slow_effect")
+                return int((await session.execute(query)).scalar_one()) == 1
+        finally:
+            await db.dispose()
+
+    return check
 
 
 async def _effects(database_url: str, ref: str) -> int:
@@ -79,7 +91,7 @@ async def test_sigterm_lets_the_call_in_flight_finish_and_publish_its_result(
         js = client.jetstream()
         await eventually(lambda: _consumer_exists(js), timeout_s=30, what="the tool to start")
         ref, results = await _call(js, seconds=2.0)
-        await eventually(lambda: _in_flight(js), what="the call to be in flight")
+        await eventually(_running(database_url), what="the call to be running")
         took = await _stop(replica)
         assert took >= 1.0, "it waited for the call"
         assert took < 10, "and no longer than needed"
@@ -108,7 +120,7 @@ async def test_past_the_grace_period_the_call_is_handed_back_and_runs_once_elsew
         js = client.jetstream()
         await eventually(lambda: _consumer_exists(js), timeout_s=30, what="the tool to start")
         ref, results = await _call(js, seconds=4.0)
-        await eventually(lambda: _in_flight(js), what="the call to be in flight")
+        await eventually(_running(database_url), what="the call to be running")
         took = await _stop(first)
         assert took < 4.0, "it did not wait for the whole call"
         assert await _effects(database_url, ref) == 0, "the stopped call left nothing"
