@@ -15,8 +15,8 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy import make_url
 
-from outbox import Database, sqlite_url
-from outbox.schema import upgrade
+from outbox import sqlite_url
+from outbox.schema import migrate
 
 POSTGRES_URL = os.environ.get(
     "BALLAST_BENCH_POSTGRES_URL",
@@ -30,16 +30,8 @@ POSTGRES_URL = os.environ.get(
 async def sqlite_database() -> AsyncIterator[str]:
     with tempfile.TemporaryDirectory(prefix="ballast-bench-") as tmp:
         url = sqlite_url(Path(tmp) / "bench.db")
-        await _migrate(url)
+        await migrate(url)
         yield url
-
-
-async def _migrate(url: str) -> None:
-    db = Database(url)
-    try:
-        await upgrade(db)
-    finally:
-        await db.dispose()
 
 
 async def postgres_available() -> bool:
@@ -63,7 +55,7 @@ async def postgres_database() -> AsyncIterator[str]:
     await conn.close()
     try:
         url = make_url(POSTGRES_URL).set(database=name).render_as_string(False)
-        await _migrate(url)
+        await migrate(url)
         yield url
     finally:
         conn = await asyncpg.connect(_admin_dsn())

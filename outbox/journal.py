@@ -45,6 +45,10 @@ async def load_journal(db: Database, task_id: str) -> dict[int, JournalEntry]:
         raise DatabaseError(f"reading the journal of {task_id} failed: {exc}") from exc
 
 
+RUN_SEQ = 0
+"""Sequence of a run's own entry: who asked, what, the caps, and how the task ended."""
+
+
 def record_step(
     uow: UnitOfWork,
     *,

@@ -22,9 +22,8 @@ from sqlmodel import col
 
 from outbox.database import Database
 from outbox.errors import DatabaseError
+from outbox.journal import RUN_SEQ
 from outbox.tables import BudgetAccount, JournalEntry, OutboxMessage
-
-RUN_SEQ = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,9 +55,12 @@ def _upgrade(connection: Connection) -> None:
     command.upgrade(alembic_config(connection), "head")
 
 
-async def _run(db: Database, what: str, fn: Any) -> Any:
+async def _run(db: Database, what: str, fn: Any, *, lock: bool = False) -> Any:
+    """``fn(connection)`` in one transaction, its errors as `DatabaseError`."""
     try:
         async with db.engine.begin() as conn:
+            if lock:
+                await db.lock_schema(conn)
             return await conn.run_sync(fn)
     except (OSError, sa_exc.SQLAlchemyError) as exc:
         raise DatabaseError(f"{what} of {db.safe_url} failed: {exc}") from exc
@@ -74,13 +77,17 @@ async def upgrade(db: Database) -> str:
 
     Safe when several processes start at once: they take turns (`Database.lock_schema`).
     """
-    try:
-        async with db.engine.begin() as conn:
-            await db.lock_schema(conn)
-            await conn.run_sync(_upgrade)
-    except (OSError, sa_exc.SQLAlchemyError) as exc:
-        raise DatabaseError(f"migrating {db.safe_url} failed: {exc}") from exc
+    await _run(db, "migrating", _upgrade, lock=True)
     return head_revision()
+
+
+async def migrate(url: str) -> str:
+    """`upgrade` the database at ``url`` with an engine of its own, as 'ballast db upgrade'."""
+    db = Database(url)
+    try:
+        return await upgrade(db)
+    finally:
+        await db.dispose()
 
 
 async def check_schema(db: Database) -> None:

@@ -40,7 +40,7 @@ from contracts.tools import ToolCall, ToolResult, ToolStatus
 from contracts.trust import Provenance
 from contracts.wire import utc_now
 from outbox import Database, JournalEntry, UnitOfWork
-from outbox.journal import StepStatus, finish_step, record_step
+from outbox.journal import RUN_SEQ, StepStatus, finish_step, record_step
 from services.approvals import Approvals, StoredApproval
 from services.breakers import SharedBreakers, is_outage
 from services.budgets import RunBudget, Usage, model_cost
@@ -63,7 +63,6 @@ from services.results import ResultWaiter
 from services.specs import AgentSpec, to_json_value
 from services.spotlight import spotlight
 from services.steps import (
-    RUN_SEQ,
     StepKind,
     check_same_step,
     completed,

@@ -33,7 +33,7 @@ from contracts.subjects import (
 from contracts.tasks import Compensation, TaskRequest, TaskResult, TaskStatus
 from contracts.wire import utc_now
 from outbox import UnitOfWork
-from outbox.journal import StepStatus, finish_step, load_journal
+from outbox.journal import RUN_SEQ, StepStatus, finish_step, load_journal
 from services.agent_context import AgentContext, AgentRuntime
 from services.delivery import Consumer, ConsumerSettings, Delivery, Output
 from services.errors import (
@@ -46,7 +46,6 @@ from services.failure_info import describe_failure
 from services.identity import KeyRing, verify_principal
 from services.results import result_headers
 from services.specs import AgentSpec, to_json_value
-from services.steps import RUN_SEQ
 
 REDRIVE_HEADER = "ballast-redrive"
 """Set on a message published again from the dead-letter queue."""

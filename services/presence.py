@@ -48,17 +48,8 @@ def instance_name(host: str) -> str:
     return _NOT_A_KEY.sub("_", raw)
 
 
-async def _bucket(js: JetStreamContext, *, create: bool) -> KeyValue | None:
-    try:
-        return await js.key_value(BUCKET)
-    except nats.js.errors.BucketNotFoundError:
-        if not create:
-            return None
-        return await js.create_key_value(bucket=BUCKET, history=1, ttl=TTL.total_seconds())
-
-
 class Presence:
-    """Writes this process's reports; one per host."""
+    """Writes this process's reports; one per host (which created the bucket at start)."""
 
     def __init__(self, js: JetStreamContext) -> None:
         self._js = js
@@ -66,15 +57,15 @@ class Presence:
 
     async def report(self, report: ServiceReport) -> None:
         if self._kv is None:
-            self._kv = await _bucket(self._js, create=True)
-        assert self._kv is not None
+            self._kv = await self._js.key_value(BUCKET)
         await self._kv.put(f"{report.service}.{report.instance}", report.model_dump_json().encode())
 
 
 async def running_services(js: JetStreamContext) -> list[ServiceReport]:
     """Every replica that reported within the TTL, by service then instance."""
-    kv = await _bucket(js, create=False)
-    if kv is None:
+    try:
+        kv = await js.key_value(BUCKET)
+    except nats.js.errors.BucketNotFoundError:
         return []
     fresh_after = utc_now() - TTL
     reports = [

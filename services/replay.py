@@ -25,12 +25,13 @@ from contracts.principal import Principal
 from contracts.tasks import TaskRequest
 from contracts.trust import Provenance
 from outbox import JournalEntry
+from outbox.journal import RUN_SEQ
 from services.agent_context import AgentContext
 from services.errors import BallastError, BudgetExceededError, TaskFailedError, ToolCallError
 from services.llm import ChatMessage, ChatModel, ChatReply, ToolDefinition
 from services.specs import AgentSpec, to_json_value
 from services.spotlight import spotlight
-from services.steps import RUN_SEQ, StepKind, is_failure, is_finished, provenance_of, replay
+from services.steps import StepKind, is_failure, is_finished, provenance_of, replay
 
 
 class Divergence(BaseModel):

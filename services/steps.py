@@ -38,8 +38,6 @@ class StepKind(StrEnum):
     """Sequence 0: the run itself (who, what, caps); finished with how the task ended."""
 
 
-RUN_SEQ = 0
-
 _FAILURES: dict[str, type[TaskFailedError]] = {
     StepKind.TOOL: ToolCallError,
     StepKind.COMPENSATION: ToolCallError,

@@ -17,9 +17,10 @@ from pydantic import BaseModel, JsonValue
 from sqlmodel import col, select
 
 from outbox import Database, JournalEntry
+from outbox.journal import RUN_SEQ
 from outbox.tables import AuditRecord, BudgetAccount
 from services.pricing import MICRO
-from services.steps import RUN_SEQ, StepKind
+from services.steps import StepKind
 
 
 class Decision(BaseModel):

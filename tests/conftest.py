@@ -19,8 +19,8 @@ import asyncpg
 import pytest
 from sqlalchemy import make_url
 
-from outbox import Database, sqlite_url
-from outbox.schema import upgrade
+from outbox import sqlite_url
+from outbox.schema import migrate
 from services.embedded import EmbeddedNats
 
 POSTGRES_URL = os.environ.get("BALLAST_TEST_POSTGRES_URL")
@@ -52,11 +52,7 @@ async def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> 
 @pytest.fixture
 async def database_url(empty_database_url: str) -> str:
     """A new database at the current schema, as 'ballast db upgrade' leaves it."""
-    db = Database(empty_database_url)
-    try:
-        await upgrade(db)
-    finally:
-        await db.dispose()
+    await migrate(empty_database_url)
     return empty_database_url
 
 

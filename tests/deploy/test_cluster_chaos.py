@@ -16,13 +16,10 @@ import nats.errors
 import nats.js.errors
 import pytest
 from nats.aio.client import Client
-from sqlalchemy import func, select
-from sqlmodel import col
 
 from contracts import TaskRequest, TaskStatus
 from contracts.subjects import Stream
-from outbox import Database
-from outbox.schema import upgrade
+from outbox.schema import migrate
 from services.broker import NatsCredentials
 from services.client import BallastClient
 from services.dead_letters import dead_letter_counts
@@ -30,7 +27,7 @@ from services.nats_config import User, render_config, users_for
 from tests.conftest import POSTGRES_URL, fresh_postgres_database
 from tests.deploy.cluster import LoopbackCluster
 from tests.helpers import PRINCIPAL, TEST_KEY, eventually, subject_count
-from tests.procs.chaos_app import Effect, app
+from tests.procs.chaos_app import app, effects_per_ref
 from tests.services.test_crashes import Service, service_env
 
 T = TypeVar("T")
@@ -42,11 +39,7 @@ DONE = "ballast.event.task.completed"
 async def postgres() -> AsyncIterator[str]:
     assert POSTGRES_URL, "the cluster test runs on PostgreSQL: set BALLAST_TEST_POSTGRES_URL"
     async with fresh_postgres_database() as url:
-        db = Database(url)
-        try:
-            await upgrade(db)  # as 'ballast db upgrade' before a deployment
-        finally:
-            await db.dispose()
+        await migrate(url)  # as 'ballast db upgrade' before a deployment
         yield url
 
 
@@ -139,17 +132,7 @@ if POSTGRES_URL:
 
         assert [r.status for r in results] == [TaskStatus.COMPLETED] * TASKS
         assert dead == {}, f"dead letters: {dead}"
-        db = Database(postgres)
-        try:
-            async with db.session() as session:
-                rows = (
-                    await session.execute(
-                        select(col(Effect.ref), func.count()).group_by(col(Effect.ref))
-                    )
-                ).all()
-        finally:
-            await db.dispose()
-        per_task = {ref: n for ref, n in rows}
+        per_task = await effects_per_ref(postgres)
         assert set(per_task) == {t.task_id for t in tasks}, "every task had its effect"
         assert set(per_task.values()) == {1}, "no effect happened twice"
 

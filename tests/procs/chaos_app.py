@@ -14,12 +14,13 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from pydantic import BaseModel, JsonValue
-from sqlalchemy import Column, Integer, String
-from sqlmodel import Field, SQLModel
+from sqlalchemy import Column, Integer, String, func, select
+from sqlmodel import Field, SQLModel, col
 
 from bulkheads import PoolConfig, RetryPolicy
 from contracts import TaskRequest
 from contracts.wire import utc_now
+from outbox import Database
 from outbox.columns import UtcDateTime
 from services.agent_context import AgentContext
 from services.app import Ballast
@@ -38,6 +39,17 @@ class Effect(SQLModel, table=True):
     ref: str = Field(sa_column=Column(String(128), nullable=False, index=True))
     call_id: str = Field(sa_column=Column(String(200), nullable=False))
     at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+
+
+async def effects_per_ref(database_url: str) -> dict[str, int]:
+    """How many effect rows each ref has (1 everywhere means exactly once)."""
+    db = Database(database_url)
+    try:
+        async with db.session() as session:
+            query = select(col(Effect.ref), func.count()).group_by(col(Effect.ref))
+            return {ref: n for ref, n in (await session.execute(query)).all()}
+    finally:
+        await db.dispose()
 
 
 class Order(BaseModel):

@@ -17,8 +17,7 @@ from pathlib import Path
 import nats.js.errors
 import pytest
 from nats.js import JetStreamContext
-from sqlalchemy import func, select
-from sqlmodel import col
+from sqlalchemy import select
 
 from contracts import TaskRequest, TaskStatus
 from contracts.subjects import Stream
@@ -26,7 +25,7 @@ from outbox import Database, JournalEntry, sqlite_url
 from services.client import BallastClient
 from services.embedded import EmbeddedNats
 from tests.helpers import PRINCIPAL, TEST_KEY, TRUST_TEST_KEY, eventually, subject_count
-from tests.procs.chaos_app import Effect
+from tests.procs.chaos_app import effects_per_ref
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = 100
@@ -153,17 +152,7 @@ async def test_killed_hosts_lose_nothing_and_repeat_nothing(
         tmp_path / f"{victim}.log"
     ).read_text()[-3000:]
     refs = {t.task_id for t in tasks}
-    db = Database(tool_db)
-    try:
-        async with db.session() as session:
-            rows = (
-                await session.execute(
-                    select(col(Effect.ref), func.count()).group_by(col(Effect.ref))
-                )
-            ).all()
-    finally:
-        await db.dispose()
-    per_ref = {ref: n for ref, n in rows}
+    per_ref = await effects_per_ref(tool_db)
     assert set(per_ref) == refs, "every task had its effect"
     assert set(per_ref.values()) == {1}, "no effect happened twice"
 

@@ -26,7 +26,7 @@ from outbox import Database
 from outbox.tables import Claim
 from services.embedded import EmbeddedNats
 from tests.helpers import eventually, subject_count, unique
-from tests.procs.chaos_app import Effect
+from tests.procs.chaos_app import effects_per_ref
 from tests.services.callers import caller_call, publish_call
 from tests.services.test_crashes import Service, service_env
 
@@ -49,13 +49,7 @@ def _running(database_url: str) -> Callable[[], Awaitable[bool]]:
 
 
 async def _effects(database_url: str, ref: str) -> int:
-    db = Database(database_url)
-    try:
-        async with db.session() as session:
-            query = select(func.count()).where(col(Effect.ref) == ref)
-            return int((await session.execute(query)).scalar_one())
-    finally:
-        await db.dispose()
+    return (await effects_per_ref(database_url)).get(ref, 0)
 
 
 async def _call(js: JetStreamContext, seconds: float) -> tuple[str, str]:
