@@ -24,6 +24,7 @@ from services.errors import BallastError
 from services.identity import SigningKey
 
 TASKS = int(os.environ.get("BALLAST_BENCH_SCALING_TASKS", "600"))
+TOOL_POOL = os.environ.get("BALLAST_BENCH_TOOL_POOL", "8")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -44,6 +45,7 @@ async def tasks_per_second(server: EmbeddedNats, database_url: str, tool_replica
             "BALLAST_DATA_DIR": tmp,
             "BALLAST_LOG_LEVEL": "warning",
             "BALLAST_TRUSTED_KEYS": f'["{key.public_key}"]',
+            "BALLAST_BENCH_TOOL_POOL": TOOL_POOL,
         }
         procs = [await _spawn("bench.scaling_app:caller", env, Path(tmp) / "agent.log")]
         procs += [
@@ -85,7 +87,10 @@ async def main() -> None:
                 async with postgres_database() as url:
                     runs.append(await tasks_per_second(server, url, replicas))
             shown = " / ".join(f"{r:.1f}" for r in runs)
-            print(f"tool replicas {replicas}: {statistics.median(runs):.1f} tasks/s ({shown})")
+            print(
+                f"tool pool {TOOL_POOL}, replicas {replicas}: "
+                f"{statistics.median(runs):.1f} tasks/s ({shown})"
+            )
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """The services of the scaling benchmark: an agent making one call to an I/O-bound tool.
 
-The tool waits 50 ms per call (a remote API) with a pool of 8, so one replica can
-serve at most 160 calls/s; a second replica should double what the tool can do.
+The tool waits 50 ms per call (a remote API) with a pool of ``BALLAST_BENCH_TOOL_POOL``
+(default 8), so one replica can serve at most 20 calls/s per slot of its pool; a second
+replica doubles what the tool can do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 
 from pydantic import BaseModel, JsonValue
 
@@ -17,7 +19,7 @@ from services.app import Ballast
 from services.tools import ToolContext
 
 CALL_S = 0.05
-TOOL_POOL = 8
+TOOL_POOL = int(os.environ.get("BALLAST_BENCH_TOOL_POOL", "8"))
 
 app = Ballast("scaling")
 

@@ -1,9 +1,10 @@
 """Worker pools: one per handler, so a slow or failing handler cannot starve another.
 
 A pool bounds how many messages of one handler run at once and how long each
-may run. The broker side is bounded to match: the handler's JetStream consumer
-gets ``max_ack_pending`` equal to the pool size, so no more work is taken from
-the stream than the pool can run (see `PoolConfig.max_ack_pending`).
+may run. The broker side is bounded to match: each replica takes a message from
+the stream only when its pool can start it, and the handler's JetStream consumer,
+shared by every replica, admits at most one pool's worth per replica (see
+`PoolConfig.max_ack_pending`).
 """
 
 from __future__ import annotations
@@ -26,17 +27,27 @@ class PoolConfig:
     """Messages of this handler processed at once (and taken from the broker at once)."""
     timeout_s: float = 30.0
     """Longest time one message may run before it is cancelled and counted as a failure."""
+    max_replicas: int = 16
+    """Replicas of the service that can be busy at once; raise it before running more."""
 
     def __post_init__(self) -> None:
         if self.size < 1:
             raise ValueError(f"pool size must be at least 1, got {self.size}")
         if self.timeout_s <= 0:
             raise ValueError(f"pool timeout_s must be positive, got {self.timeout_s}")
+        if self.max_replicas < 1:
+            raise ValueError(f"pool max_replicas must be at least 1, got {self.max_replicas}")
 
     @property
     def max_ack_pending(self) -> int:
-        """The consumer's unacknowledged-message limit: exactly what the pool can hold."""
-        return self.size
+        """The consumer's unacknowledged-message limit, shared by every replica.
+
+        Each replica holds at most its pool plus the one message it fetched while
+        waiting for a free slot. A limit of one pool would make replicas split one
+        pool between them (a second replica would slow the service down); the
+        default of 1000 would hide a stuck service behind a silent backlog.
+        """
+        return (self.size + 1) * self.max_replicas
 
 
 class WorkerPool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -51,7 +52,13 @@ from services.results import ResultWaiter
 from services.service_api import service_app
 from services.settings import Settings
 from services.specs import AgentSpec, ServiceSpec
-from services.streams import StreamSettings, consumer_config, ensure_consumer, ensure_streams
+from services.streams import (
+    StreamSettings,
+    consumer_config,
+    ensure_consumer,
+    ensure_streams,
+    while_electing,
+)
 from services.tools import ToolConsumer, ToolGuards
 
 log = structlog.get_logger("ballast.host")
@@ -139,7 +146,7 @@ class ServiceHost:
         needed = {registry.BUCKET, breakers.BUCKET, presence.BUCKET}
         if any(isinstance(spec, AgentSpec) for spec in self.specs):
             needed.add(approvals.BUCKET)
-        await ensure_buckets(js, self.settings.stream_replicas, needed)
+        await while_electing(lambda: ensure_buckets(js, self.settings.stream_replicas, needed))
         shared = await self._shared(js)
         for spec in self.specs:
             consumer = await self._declare(js, spec, shared)
@@ -192,10 +199,10 @@ class ServiceHost:
         breakers = SharedBreakers(js, self.db, settings.breaker_policy)
         registry = AgentRegistry(js)
         approvals = Approvals(js)
-        await breakers.start()
-        await registry.start()
+        await while_electing(breakers.start)
+        await while_electing(registry.start)
         if any(isinstance(spec, AgentSpec) for spec in self.specs):
-            await approvals.start()  # only agents keep approvals
+            await while_electing(approvals.start)  # only agents keep approvals
         self.breakers = breakers
         return _Shared(
             keys=keys,
@@ -221,9 +228,8 @@ class ServiceHost:
             waiter = ResultWaiter(self.broker.connection, js, spec.name)
             await waiter.start()
             self._waiters.append(waiter)
-            await shared.registry.declare(
-                spec.name, AgentPolicy(tools=spec.tools, delegates=spec.delegates)
-            )
+            policy = AgentPolicy(tools=spec.tools, delegates=spec.delegates)
+            await while_electing(functools.partial(shared.registry.declare, spec.name, policy))
             runtime = AgentRuntime(
                 db=self.db,
                 waiter=waiter,
@@ -254,7 +260,10 @@ class ServiceHost:
             stream=JStream(stream.value, declare=False),
             durable=spec.service,
             config=config,
-            pull_sub=PullSub(batch_size=spec.pool.size, timeout=FETCH_TIMEOUT_S),
+            # One message per fetch, and the next fetch only once the pool can start the
+            # last one: a replica holds at most one message that another replica could
+            # run, and never waits for a batch to fill.
+            pull_sub=PullSub(batch_size=1, timeout=FETCH_TIMEOUT_S),
             max_workers=spec.pool.size,
             ack_policy=AckPolicy.MANUAL,
             decoder=_raw_message,

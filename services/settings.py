@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         default="_INBOX",
         description="Reply subjects of this service; its NATS user may read only these.",
     )
+    service_file: Path | None = Field(
+        default=None,
+        description="TOML file with the limits of the service 'ballast run' starts "
+        "(pool, retry, budget, allow-list); see docs/services.md.",
+    )
     data_dir: Path = Field(
         default=Path(".ballast"),
         description="Where the embedded broker and the SQLite database keep their files.",

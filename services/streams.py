@@ -8,6 +8,8 @@ and tool has one durable pull consumer, shared by all of its replicas.
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import nats.js.errors
@@ -59,24 +61,33 @@ JETSTREAM_READY_S = 30.0
 
 
 async def ensure_streams(js: JetStreamContext, settings: StreamSettings) -> None:
-    """Create Ballast's streams, or update them to ``settings``; safe to call from every replica.
+    """Create Ballast's streams, or update them to ``settings``; safe to call from every replica."""
+    for stream in Stream:
+        config = stream_config(stream, settings)
+        await while_electing(functools.partial(_ensure, js, config))
 
-    A cluster that has just started answers with timeouts or "unavailable" until it
-    has elected its leaders, so those are retried for `JETSTREAM_READY_S`.
+
+async def while_electing(call: Callable[[], Awaitable[object]]) -> None:
+    """``call()``, retried for `JETSTREAM_READY_S` while JetStream is not answering yet.
+
+    A cluster that has just started (or lost a node) answers with timeouts or
+    "unavailable" until it has elected its leaders: the meta leader for streams,
+    then one leader per stream, bucket and consumer. Replicas starting together
+    meet this on every declaration, so each one at start-up goes through here;
+    ``call`` must be safe to repeat.
     """
     deadline = asyncio.get_running_loop().time() + JETSTREAM_READY_S
-    for stream in Stream:
-        while True:
-            try:
-                await _ensure(js, stream_config(stream, settings))
-                break
-            except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError) as exc:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise BrokerError(
-                        f"JetStream did not answer within {JETSTREAM_READY_S:g} s; is it "
-                        "enabled on the server (-js), and does the cluster have a quorum?"
-                    ) from exc
-                await asyncio.sleep(0.5)
+    while True:
+        try:
+            await call()
+            return
+        except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError) as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise BrokerError(
+                    f"JetStream did not answer within {JETSTREAM_READY_S:g} s; is it "
+                    "enabled on the server (-js), and does the cluster have a quorum?"
+                ) from exc
+            await asyncio.sleep(0.5)
 
 
 async def _ensure(js: JetStreamContext, config: StreamConfig) -> None:
@@ -116,11 +127,16 @@ def consumer_config(
 
 
 async def ensure_consumer(js: JetStreamContext, stream: Stream, config: ConsumerConfig) -> None:
-    """Create the durable consumer, or update its limits if it exists."""
+    """Create the durable consumer, or update its limits if it exists.
+
+    Returns once the consumer answers for itself (in a cluster: once it has a leader),
+    since the subscriber that pulls from it asks for its info first.
+    """
     try:
-        await js.add_consumer(stream.value, config)
+        await while_electing(lambda: js.add_consumer(stream.value, config))
     except nats.js.errors.BadRequestError as exc:
         raise BrokerError(
             f"consumer {config.durable_name} on {stream.value} cannot be updated "
             f"({exc.description}); delete it with 'nats consumer rm' and restart"
         ) from exc
+    await while_electing(lambda: js.consumer_info(stream.value, str(config.durable_name)))

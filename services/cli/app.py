@@ -25,9 +25,11 @@ from services.cli.common import (
 )
 from services.cli.dashboard import dashboard
 from services.cli.status import status
+from services.errors import ConfigurationError
 from services.host import ServiceHost
 from services.loader import load_services
 from services.nats_config import render_config, render_credentials, users_for
+from services.service_file import configured
 from services.stack import local_stack, nats_url_for_tools
 
 DEMO_APP = "services.examples.support:app"
@@ -88,11 +90,26 @@ def run_service(
     target: Annotated[
         str, typer.Argument(help="MODULE:OBJECT: one agent or tool (or an app) to serve.")
     ],
+    service_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="TOML limits of this one service (pool, retry, budget, allow-list); "
+            "default: BALLAST_SERVICE_FILE."
+        ),
+    ] = None,
 ) -> None:
     """Run one service as deployed, on BALLAST_NATS_URL (or the local 'ballast up')."""
+    settings = load_settings()
     with reported():
         name, specs = load_services(target)
-    settings = load_settings()
+        limits = service_file or settings.service_file
+        if limits is not None:
+            if len(specs) != 1:
+                raise ConfigurationError(
+                    f"a service file configures one service, and {target} has {len(specs)}; "
+                    "run each agent or tool on its own (MODULE:OBJECT of one of them)"
+                )
+            specs = [configured(specs[0], limits)]
 
     async def main() -> None:
         stack = settings.model_copy(update={"nats_url": nats_url_for_tools(settings)})

@@ -55,10 +55,10 @@ class TestWorkerPool:
             await pool.run(boom)
         assert pool.in_use == 0
 
-    def test_max_ack_pending_matches_the_pool(self) -> None:
-        assert PoolConfig(size=7).max_ack_pending == 7
+    def test_max_ack_pending_admits_a_pool_and_a_waiting_message_per_replica(self) -> None:
+        assert PoolConfig(size=7, max_replicas=3).max_ack_pending == 24
 
-    @pytest.mark.parametrize("kwargs", [{"size": 0}, {"timeout_s": 0}])
+    @pytest.mark.parametrize("kwargs", [{"size": 0}, {"timeout_s": 0}, {"max_replicas": 0}])
     def test_impossible_pools_are_refused(self, kwargs: dict[str, float]) -> None:
         with pytest.raises(ValueError, match="must"):
             PoolConfig(**kwargs)  # type: ignore[arg-type]

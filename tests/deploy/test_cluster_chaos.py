@@ -112,6 +112,8 @@ if POSTGRES_URL:
                 await asyncio.gather(*(client.submit(t) for t in tasks))
 
                 await eventually(lambda: _done(admin, TASKS // 4), timeout_s=240, what="progress")
+                exited = [r.log.name for r in replicas if r.proc and r.proc.returncode is not None]
+                assert not exited, f"replicas exited before the kills; see {exited}"
                 await cluster.kill(1)
                 await replicas[0].kill()  # one agent replica
                 await replicas[2].kill()  # one tool replica

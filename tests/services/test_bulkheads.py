@@ -13,7 +13,7 @@ from contracts.subjects import Stream, result_subject, tool_service
 from services.app import Ballast
 from services.embedded import EmbeddedNats
 from services.tools import ToolContext
-from tests.helpers import unique
+from tests.helpers import eventually, unique
 from tests.services.callers import caller_call, publish_call
 from tests.services.conftest import Hosts
 
@@ -71,7 +71,41 @@ class TestIsolation:
 
         slow_info = await client.js.consumer_info(Stream.TOOLS.value, tool_service(slow_name))
         assert slow_info.num_pending + slow_info.num_ack_pending > 20, "slow tool still saturated"
-        assert slow_info.config.max_ack_pending == 2
+        assert slow_info.config.max_ack_pending == PoolConfig(size=2).max_ack_pending
         assert statistics.median(latencies) < 0.25, latencies
         assert max(latencies) < 1.0, latencies
         assert peak <= 2
+
+
+class TestReplicas:
+    async def test_replicas_each_fill_their_own_pool(
+        self, hosts: Hosts, nats_server: EmbeddedNats
+    ) -> None:
+        """Two replicas of a tool with a pool of 2 run four calls at once between them: the
+        shared consumer admits a pool per replica, not one pool split between replicas."""
+        app = Ballast("t")
+        name, agent = unique("io"), unique("agent")
+        running = peak = done = 0
+
+        @app.tool(name, pool=PoolConfig(size=2, timeout_s=5))
+        async def io_bound(ctx: ToolContext, args: Job) -> str:
+            nonlocal running, peak, done
+            running += 1
+            peak = max(peak, running)
+            await asyncio.sleep(0.3)
+            running -= 1
+            done += 1
+            return args.text
+
+        for _ in range(2):
+            await hosts.start(nats_server, app.specs)
+        client = await hosts.client(nats_server)
+        task = unique("t")
+        for i in range(12):
+            await publish_call(client.js, caller_call(name, call_id=f"{task}:{i}", agent=agent))
+
+        async def all_done() -> bool:
+            return done == 12
+
+        await eventually(all_done, timeout_s=10, what="12 calls")
+        assert peak == 4

@@ -98,8 +98,15 @@ class TestUpAndPublish:
     async def test_run_serves_one_tool_until_sigterm(
         self, nats_server: EmbeddedNats, tmp_path: Path
     ) -> None:
-        """'ballast run module:tool' serves that one tool against the configured broker."""
-        env = cli_env(BALLAST_NATS_URL=nats_server.url, BALLAST_DATA_DIR=str(tmp_path))
+        """'ballast run module:tool' serves that one tool against the configured broker, with
+        the limits of its service file."""
+        limits = tmp_path / "lookup.toml"
+        limits.write_text("[pool]\nsize = 3\nmax_replicas = 2\n[retry]\nmax_deliveries = 4\n")
+        env = cli_env(
+            BALLAST_NATS_URL=nats_server.url,
+            BALLAST_DATA_DIR=str(tmp_path),
+            BALLAST_SERVICE_FILE=str(limits),
+        )
         log_path = tmp_path / "run.log"
         with log_path.open("w") as log:
             proc = await asyncio.create_subprocess_exec(
@@ -113,6 +120,9 @@ class TestUpAndPublish:
                     timeout_s=20,
                     what="the service to declare its consumer",
                 )
+                info = await client.js.consumer_info(Stream.TOOLS.value, "tool-lookup")
+                assert info.config.max_ack_pending == (3 + 1) * 2
+                assert info.config.max_deliver == RetryPolicy(max_deliveries=4).server_max_deliver
                 call = caller_call("lookup", call_id=f"{unique('run')}:1")
                 call = call.model_copy(update={"args": {"query": "checkout 502"}})
                 await publish_call(client.js, call)
@@ -140,6 +150,20 @@ class TestUpAndPublish:
             done = ballast("run", target, env=env)
             assert done.returncode == 2
             assert message in done.stderr
+
+    def test_bad_service_files_are_usage_errors(self, tmp_path: Path) -> None:
+        env = cli_env(BALLAST_DATA_DIR=str(tmp_path))
+        limits = tmp_path / "limits.toml"
+        for target, text, message in (
+            ("services.examples.support:lookup", "[pool]\nsise = 3\n", "unknown key sise"),
+            ("services.examples.support:lookup", "tools = []\n", "tools cannot be set"),
+            ("services.examples.support:lookup", "[pool\n", "not valid TOML"),
+            ("services.examples.support:app", "[pool]\nsize = 3\n", "configures one service"),
+        ):
+            limits.write_text(text)
+            done = ballast("run", target, "--service-file", str(limits), env=env)
+            assert done.returncode == 2, done.stderr
+            assert message in " ".join(done.stderr.split()), done.stderr
 
     def test_publish_refuses_input_that_is_not_a_json_object(self, tmp_path: Path) -> None:
         env = cli_env(BALLAST_DATA_DIR=str(tmp_path))
