@@ -70,6 +70,9 @@ class ErrorCode(StrEnum):
     TOO_LARGE = "too_large"
     """The message or the conversation is larger than allowed."""
 
+    SESSION_CLOSED = "session_closed"
+    """The task's session was closed or has expired; the client starts a new session."""
+
 
 class ErrorInfo(WireModel):
     """What went wrong, in a form a client in any language can act on."""

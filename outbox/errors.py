@@ -7,7 +7,8 @@
     ├── AlreadyProcessedError       the inbox already holds this message (not an error for callers
     │                               that ack: the effect happened exactly once)
     ├── PublishError                the broker did not confirm a publish (retryable)
-    └── LimitReachedError           a budget cap would be crossed (not retryable)
+    ├── LimitReachedError           a budget cap would be crossed (not retryable)
+    └── SessionClosedError          the session was closed or has expired (not retryable)
 """
 
 from __future__ import annotations
@@ -53,6 +54,18 @@ class LimitReachedError(OutboxError):
         self.limit = limit
         self.used = used
         self.requested = requested
+
+
+class SessionClosedError(OutboxError):
+    """The session was closed, or outlived its idle timeout or maximum age: it is never
+    loaded again, and the client starts a new one."""
+
+    retryable = False
+
+    def __init__(self, session_id: str, reason: str) -> None:
+        super().__init__(f"session {session_id} is closed ({reason}); start a new session")
+        self.session_id = session_id
+        self.reason = reason
 
 
 class SchemaOutdatedError(DatabaseError):

@@ -10,6 +10,9 @@
 - ``ballast_claim``: messages being processed now, so a second delivery waits.
 - ``ballast_journal``: the steps of agent runs and their outcomes (durable execution).
 - ``ballast_budget`` and ``ballast_budget_reservation``: the budget ledger.
+- ``ballast_session`` and ``ballast_session_turn``: conversations, each owned by one
+  tenant and user.
+- ``ballast_memory`` and ``ballast_memory_tag``: what agents remember, per scope.
 """
 
 from __future__ import annotations
@@ -169,3 +172,93 @@ class AuditRecord(SQLModel, table=True):
     verdict: str = Field(sa_column=Column(String(30), nullable=False))
     rule: str = Field(sa_column=Column(String(40), nullable=False))
     reason: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class SessionRecord(SQLModel, table=True):
+    """A conversation: owned by one tenant and user, named by the client.
+
+    Its key includes the owner, so the same session id used by another user is
+    another session. A closed session is never loaded again.
+    """
+
+    __tablename__ = "ballast_session"
+
+    tenant: str = Field(sa_column=Column(String(200), primary_key=True))
+    user_id: str = Field(sa_column=Column(String(200), primary_key=True))
+    session_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    created_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    last_active_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    closed_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime, nullable=True))
+    closed_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class SessionTurn(SQLModel, table=True):
+    """One message of a conversation, in the order it was added."""
+
+    __tablename__ = "ballast_session_turn"
+    __table_args__ = (
+        Index("ix_ballast_session_turn_owner", "tenant", "user_id", "session_id", "id"),
+    )
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(
+            BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+        ),
+    )
+    tenant: str = Field(sa_column=Column(String(200), nullable=False))
+    user_id: str = Field(sa_column=Column(String(200), nullable=False))
+    session_id: str = Field(sa_column=Column(String(128), nullable=False))
+    task_id: str = Field(sa_column=Column(String(128), nullable=False))
+    role: str = Field(sa_column=Column(String(20), nullable=False))
+    content: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+
+
+class MemoryRecord(SQLModel, table=True):
+    """One remembered value: its scope and owner, where it came from, how long it holds.
+
+    ``owner`` is the scope's identity as canonical JSON (``["tenant", "user"]`` for
+    the user scope), so owners of different scopes never collide. ``version``
+    counts the writes of the key; an invalidated or expired entry is kept for the
+    record but never returned.
+    """
+
+    __tablename__ = "ballast_memory"
+    __table_args__ = (
+        Index("ux_ballast_memory_key", "scope", "owner", "key", unique=True),
+        Index("ix_ballast_memory_tenant", "tenant", "updated_at"),
+    )
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(
+            BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+        ),
+    )
+    scope: str = Field(sa_column=Column(String(16), nullable=False))
+    owner: str = Field(sa_column=Column(String(700), nullable=False))
+    tenant: str = Field(sa_column=Column(String(200), nullable=False))
+    key: str = Field(sa_column=Column(String(200), nullable=False))
+    value: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+    source: str = Field(sa_column=Column(String(500), nullable=False))
+    version: int = Field(sa_column=Column(Integer, nullable=False))
+    created_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    expires_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime, nullable=True))
+    invalidated_at: datetime | None = Field(
+        default=None, sa_column=Column(UtcDateTime, nullable=True)
+    )
+    invalidated_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class MemoryTag(SQLModel, table=True):
+    """A tag of a memory entry (for example ``doc:kb-101``), to invalidate by tag."""
+
+    __tablename__ = "ballast_memory_tag"
+    __table_args__ = (Index("ix_ballast_memory_tag_tag", "tag", "memory_id"),)
+
+    memory_id: int = Field(
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    )
+    tag: str = Field(sa_column=Column(String(200), primary_key=True))

@@ -15,6 +15,8 @@ at its position stops the run with a `NonDeterminismError`.
   outbox row commit in one transaction; the result comes back over the bus.
 - ``ctx.delegate``: the same with a child `TaskRequest`.
 - ``ctx.step``: any other non-deterministic work (time, randomness, HTTP).
+- ``ctx.memory`` and ``ctx.conversation``: scoped memory and the conversation of the
+  task's session (`services.memory`, `services.conversation`), in journaled steps.
 """
 
 from __future__ import annotations
@@ -40,10 +42,12 @@ from contracts.tools import ToolCall, ToolResult, ToolStatus
 from contracts.trust import Provenance
 from contracts.wire import utc_now
 from outbox import Database, JournalEntry, UnitOfWork
+from outbox.errors import SessionClosedError
 from outbox.journal import RUN_SEQ, StepStatus, finish_step, record_step
 from services.approvals import Approvals, StoredApproval
 from services.breakers import SharedBreakers, is_outage
 from services.budgets import RunBudget, Usage, model_cost
+from services.conversation import Conversation
 from services.errors import (
     BudgetExceededError,
     ConfigurationError,
@@ -51,11 +55,13 @@ from services.errors import (
     HandlerError,
     ModelError,
     RunSuspended,
+    SessionEndedError,
     StepFailedError,
     TaskFailedError,
     ToolCallError,
 )
 from services.llm import ChatMessage, ChatModel, ChatReply, ToolDefinition
+from services.memory import Memory
 from services.metrics import Metrics
 from services.pricing import MICRO, ModelPrice
 from services.redaction import Redactor
@@ -63,7 +69,9 @@ from services.results import ResultWaiter
 from services.specs import AgentSpec, to_json_value
 from services.spotlight import spotlight
 from services.steps import (
+    LOCAL_KINDS,
     StepKind,
+    StepWork,
     check_same_step,
     completed,
     failed,
@@ -141,6 +149,8 @@ class AgentContext:
         """Untrusted content that entered this run (and so, possibly, its model's context)."""
         self._guard = LoopGuard(spec.loop_guard)
         self.budget = RunBudget(spec.budget, task)
+        self.memory = Memory(self, task, spec.name)
+        self.conversation = Conversation(self, task, spec.session)
         self.log = structlog.get_logger("ballast.agent").bind(agent=spec.name)
 
     @property
@@ -192,7 +202,7 @@ class AgentContext:
         return entry
 
     def _replay(self, entry: JournalEntry) -> JsonValue:
-        if entry.kind != StepKind.COMPENSATION:
+        if entry.kind not in LOCAL_KINDS:
             self._guard.after_step(failed=is_failure(entry))
         self._taint(provenance_of(entry))
         return replay(entry)
@@ -545,6 +555,37 @@ class AgentContext:
         await self._record(step, completed(output), {BudgetMetric.STEPS: 1})
         self._guard.after_step(failed=False)
         return output
+
+    async def local_step(
+        self, kind: StepKind, name: str, request: JsonValue, work: StepWork
+    ) -> JsonValue:
+        """Do ``work`` in the transaction that journals it (memory and session steps).
+
+        Not charged to the budget and not counted by the loop guard: bookkeeping of
+        the run, not an action. A closed session is journaled as the step's failure.
+        """
+        step = Step(self._next(), kind, name, request)
+        entry = self._recorded(step)
+        if entry is not None and is_finished(entry):
+            return self._replay(entry)
+        error: ErrorInfo | None = None
+        value: JsonValue = None
+        async with UnitOfWork(self._rt.db) as uow:
+            try:
+                value = await work(uow)
+                outcome = completed(value)
+            except SessionClosedError as exc:
+                error = ErrorInfo(code=ErrorCode.SESSION_CLOSED, message=str(exc), retryable=False)
+                outcome = failed(error)
+            self._journal[step.seq] = record_step(
+                uow, task_id=self.task.task_id, seq=step.seq, kind=kind.value, name=name,
+                request=self._rt.redact(request),
+                status=StepStatus.FAILED if error else StepStatus.COMPLETED,
+                outcome=self._rt.redact(outcome), started_at=step.started_at,
+            )  # fmt: skip
+        if error is not None:
+            raise SessionEndedError(error.message, error)
+        return value
 
     # ------------------------------------------------------------------ journal and budget
 

@@ -21,6 +21,7 @@
         ├── ToolCallError                 a tool call ended with an error result
         ├── DelegationError               a child task ended failed
         └── StepFailedError               a ctx.step failed for good (also on replay)
+            └── SessionEndedError         the task's session was closed or has expired
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ class DeadlineExceededError(BallastError):
 
 class StepFailedError(TaskFailedError):
     """A ``ctx.step`` failed for good; a re-executed run gets the same error from the journal."""
+
+
+class SessionEndedError(StepFailedError):
+    """The task's session was closed or has expired; the client starts a new session."""
 
 
 class ModelError(HandlerError):

@@ -14,6 +14,7 @@ from services.errors import (
     InvalidMessageError,
     ModelError,
     NonDeterminismError,
+    SessionEndedError,
     TaskFailedError,
     TooLargeError,
 )
@@ -26,6 +27,7 @@ _RULES: tuple[tuple[type[Exception] | tuple[type[Exception], ...], ErrorCode, bo
     (CircuitOpenError, ErrorCode.CIRCUIT_OPEN, True),
     (LoopDetectedError, ErrorCode.LOOP_DETECTED, False),
     (NonDeterminismError, ErrorCode.NON_DETERMINISM, False),
+    (SessionEndedError, ErrorCode.SESSION_CLOSED, False),
     # What the run waited for already used up its own retries: repeating it cannot help.
     (TaskFailedError, ErrorCode.HANDLER_ERROR, False),
 )

@@ -27,11 +27,20 @@ from contracts.trust import Provenance
 from outbox import JournalEntry
 from outbox.journal import RUN_SEQ
 from services.agent_context import AgentContext
+from services.conversation import Conversation
 from services.errors import BallastError, BudgetExceededError, TaskFailedError, ToolCallError
 from services.llm import ChatMessage, ChatModel, ChatReply, ToolDefinition
+from services.memory import Memory
 from services.specs import AgentSpec, to_json_value
 from services.spotlight import spotlight
-from services.steps import StepKind, is_failure, is_finished, provenance_of, replay
+from services.steps import (
+    StepKind,
+    StepWork,
+    is_failure,
+    is_finished,
+    provenance_of,
+    replay,
+)
 
 
 class Divergence(BaseModel):
@@ -106,6 +115,8 @@ class ReplayContext:
             if task.input_trusted
             else [Provenance(source="task_input", document_id=task.task_id, trusted=False)]
         )
+        self.memory = Memory(self, task, spec.name)
+        self.conversation = Conversation(self, task, spec.session)
         self.log = structlog.get_logger("ballast.replay").bind(agent=spec.name)
 
     @property
@@ -185,6 +196,12 @@ class ReplayContext:
 
     async def step(self, name: str, fn: Callable[[], Any]) -> JsonValue:
         return self._outcome(self._take(StepKind.STEP, name))
+
+    async def local_step(
+        self, kind: StepKind, name: str, request: JsonValue, work: StepWork
+    ) -> JsonValue:
+        """Memory and session steps answer from the journal: what the run saw then."""
+        return replay(self._take(kind, name))
 
     def untrusted_message(
         self, text: str, *, source: str, document_id: str | None = None, chunk: str | None = None

@@ -21,6 +21,10 @@ deployment without a new image (``ballast run MODULE:OBJECT --service-file FILE`
     [loop_guard]
     max_identical_calls = 2
 
+    [session]              # seconds
+    idle_timeout = 3600
+    max_age = 604800
+
     [budget.per_task]      # a table replaces that scope's caps as a whole
     steps = 20
     cost_usd = "0.50"
@@ -43,7 +47,7 @@ from services.specs import AgentSpec, ServiceSpec
 
 SECTIONS = ("pool", "retry")
 """Tables every service may have."""
-AGENT_SECTIONS = ("loop_guard", "budget")
+AGENT_SECTIONS = ("loop_guard", "budget", "session")
 AGENT_VALUES: dict[str, Any] = {
     "tools": tuple[str, ...],
     "delegates": tuple[str, ...],

@@ -11,6 +11,7 @@ import inspect
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, JsonValue, TypeAdapter
@@ -18,6 +19,7 @@ from pydantic import BaseModel, JsonValue, TypeAdapter
 from bulkheads import LoopGuardPolicy, PoolConfig, RetryPolicy
 from contracts.subjects import agent_service, check_name, tool_service
 from contracts.trust import Sensitivity
+from outbox.sessions import SessionLifetime
 from services.authorization import AfterUntrusted, default_after_untrusted
 from services.budgets import BudgetPolicy
 from services.errors import ConfigurationError
@@ -33,6 +35,12 @@ ToolFn = Callable[["ToolContext", Any], Awaitable[Any]]
 AgentFn = Callable[["AgentContext", "TaskRequest"], Awaitable[Any]]
 
 _JSON = TypeAdapter(JsonValue)
+
+
+DEFAULT_SESSION_LIFETIME = SessionLifetime(
+    idle_timeout=timedelta(hours=24), max_age=timedelta(days=30)
+)
+"""A conversation ends after a day without turns, or a month after it began."""
 
 
 def to_json_value(value: Any) -> JsonValue:
@@ -119,6 +127,8 @@ class AgentSpec:
     """The agents this agent may hand child tasks to."""
     max_context_bytes: int = 200_000
     """A model call with a larger conversation is refused (``too_large``)."""
+    session: SessionLifetime = field(default_factory=lambda: DEFAULT_SESSION_LIFETIME)
+    """How long a session lives for this agent (``ctx.conversation``)."""
 
     def __post_init__(self) -> None:
         check_name(self.name)

@@ -6,20 +6,22 @@ tool call may add ``"compensate": {"tool": ..., "args": ...}`` (its saga step).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import JsonValue
 
 from contracts.budget import BudgetExceeded
 from contracts.errors import ErrorCode, ErrorInfo
 from contracts.trust import Provenance
-from outbox import JournalEntry
+from outbox import JournalEntry, UnitOfWork
 from outbox.journal import StepStatus
 from services.errors import (
     BudgetExceededError,
     DelegationError,
     NonDeterminismError,
+    SessionEndedError,
     StepFailedError,
     TaskFailedError,
     ToolCallError,
@@ -36,12 +38,38 @@ class StepKind(StrEnum):
     COMPENSATION = "compensation"
     RUN = "run"
     """Sequence 0: the run itself (who, what, caps); finished with how the task ended."""
+    MEMORY = "memory"
+    """A read or write of ``ctx.memory``."""
+    SESSION = "session"
+    """Loading or extending the conversation of the task's session (``ctx.conversation``)."""
+
+
+LOCAL_KINDS = frozenset({StepKind.MEMORY, StepKind.SESSION, StepKind.COMPENSATION})
+"""Steps the loop guard does not count: bookkeeping, not the agent's actions."""
+
+
+StepWork = Callable[[UnitOfWork], Awaitable[JsonValue]]
+"""A local step's work, done in the transaction that records the step."""
+
+
+class LocalSteps(Protocol):
+    """Runs one journaled step against the database: for real in a run, from the journal
+    in a replay. ``work`` gets the transaction the step is recorded in."""
+
+    async def local_step(
+        self,
+        kind: StepKind,
+        name: str,
+        request: JsonValue,
+        work: StepWork,
+    ) -> JsonValue: ...
 
 
 _FAILURES: dict[str, type[TaskFailedError]] = {
     StepKind.TOOL: ToolCallError,
     StepKind.COMPENSATION: ToolCallError,
     StepKind.DELEGATE: DelegationError,
+    StepKind.SESSION: SessionEndedError,
 }
 
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
 from contracts.errors import ContractError
+from outbox import Database
 from outbox.errors import OutboxError
 from services.errors import BallastError, ConfigurationError
 from services.keys import resolve_keys
@@ -31,6 +32,8 @@ T = TypeVar("T")
 console = Console()
 err_console = Console(stderr=True)
 
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+
 
 def load_settings() -> Settings:
     """Settings from the environment; a bad value is reported as a usage error."""
@@ -41,6 +44,16 @@ def load_settings() -> Settings:
     configure_logging(settings.log_format, settings.log_level, Redactor(settings.secret_values()))
     configure_tracing(settings.tracing, settings.service_name)
     return settings
+
+
+@asynccontextmanager
+async def database() -> AsyncIterator[Database]:
+    """The database of BALLAST_DATABASE_URL, closed when the block ends."""
+    db = Database(load_settings().resolved_database_url())
+    try:
+        yield db
+    finally:
+        await db.dispose()
 
 
 def fail(message: str, *, code: int = 1) -> NoReturn:

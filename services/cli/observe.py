@@ -17,7 +17,7 @@ from rich.tree import Tree
 from contracts.wire import utc_now
 from outbox import Database
 from outbox.journal import load_journal
-from services.cli.common import console, fail, load_settings, reported, run
+from services.cli.common import JsonOption, console, fail, load_settings, reported, run
 from services.llm import ChatModel
 from services.loader import load_services
 from services.replay import ReplayReport, replay_run
@@ -28,8 +28,6 @@ from services.trace import TaskTrace, TraceStep, costs, parse_since, tasks, trac
 DEMO_APP = "services.examples.support:app"
 
 tasks_app = typer.Typer(help="Find tasks by agent, user, status and time.")
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
 
 def _database(settings: Settings) -> Database:

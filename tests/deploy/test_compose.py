@@ -18,6 +18,7 @@ import yaml
 
 from services.cli.app import app as cli
 from services.loader import load_services
+from services.service_file import configured
 from services.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,3 +92,17 @@ def test_each_nats_node_routes_to_the_two_others_and_includes_the_generated_user
         assert routes == {f"nats-{m}" for m in (1, 2, 3) if m != n}
         assert 'include "auth/nats.conf"' in conf
         assert SERVICES[f"nats-{n}"]["command"] == ["-c", f"/etc/nats/nats-{n}.conf"]
+
+
+def test_every_service_file_is_mounted_and_valid_for_its_service() -> None:
+    checked = 0
+    for name, service in _ballast_services().items():
+        inside = service.get("environment", {}).get("BALLAST_SERVICE_FILE")
+        if inside is None:
+            continue
+        mounts = dict(reversed(v.split(":")[:2]) for v in service.get("volumes", []))
+        assert inside in mounts, f"{name}: {inside} is not mounted"
+        _, specs = load_services(service["command"][1])
+        configured(specs[0], ROOT / mounts[inside])  # raises on a key that does not apply
+        checked += 1
+    assert checked, "the compose file shows a service file"
