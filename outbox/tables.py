@@ -13,6 +13,9 @@
 - ``ballast_session`` and ``ballast_session_turn``: conversations, each owned by one
   tenant and user.
 - ``ballast_memory`` and ``ballast_memory_tag``: what agents remember, per scope.
+- ``ballast_document`` and ``ballast_chunk``: documents indexed for retrieval, per
+  tenant, with a full-text index over the chunks (FTS5 on SQLite, tsvector on
+  PostgreSQL; created by the migrations, see `outbox.retrieval`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, LargeBinary, String, Text, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 from outbox.columns import UtcDateTime
@@ -262,3 +276,40 @@ class MemoryTag(SQLModel, table=True):
         sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     )
     tag: str = Field(sa_column=Column(String(200), primary_key=True))
+
+
+class DocumentRecord(SQLModel, table=True):
+    """A document indexed for retrieval: where it came from, whether it can be trusted,
+    when it was fetched from its source and when it was indexed."""
+
+    __tablename__ = "ballast_document"
+
+    tenant: str = Field(sa_column=Column(String(200), primary_key=True))
+    document_id: str = Field(sa_column=Column(String(200), primary_key=True))
+    source: str = Field(sa_column=Column(String(200), nullable=False))
+    trusted: bool = Field(sa_column=Column(Boolean, nullable=False))
+    content_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    version: int = Field(sa_column=Column(Integer, nullable=False))
+    chunks: int = Field(sa_column=Column(Integer, nullable=False))
+    fetched_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    indexed_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+
+
+class ChunkRecord(SQLModel, table=True):
+    """One chunk of an indexed document, the unit that retrieval returns."""
+
+    __tablename__ = "ballast_chunk"
+    __table_args__ = (
+        Index("ux_ballast_chunk_position", "tenant", "document_id", "chunk_no", unique=True),
+    )
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(
+            BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+        ),
+    )
+    tenant: str = Field(sa_column=Column(String(200), nullable=False))
+    document_id: str = Field(sa_column=Column(String(200), nullable=False))
+    chunk_no: int = Field(sa_column=Column(Integer, nullable=False))
+    text: str = Field(sa_column=Column(Text, nullable=False))

@@ -47,6 +47,7 @@ from outbox.journal import RUN_SEQ, StepStatus, finish_step, record_step
 from services.approvals import Approvals, StoredApproval
 from services.breakers import SharedBreakers, is_outage
 from services.budgets import RunBudget, Usage, model_cost
+from services.context_window import fit_or_summarize
 from services.conversation import Conversation
 from services.errors import (
     BudgetExceededError,
@@ -66,6 +67,7 @@ from services.metrics import Metrics
 from services.pricing import MICRO, ModelPrice
 from services.redaction import Redactor
 from services.results import ResultWaiter
+from services.retrieval import FullTextRetriever, Retrieval
 from services.specs import AgentSpec, to_json_value
 from services.spotlight import spotlight
 from services.steps import (
@@ -147,9 +149,12 @@ class AgentContext:
             else [Provenance(source="task_input", document_id=task.task_id, trusted=False)]
         )
         """Untrusted content that entered this run (and so, possibly, its model's context)."""
+        self.retrieved: list[Provenance] = []
+        """What ``ctx.retrieve`` brought into this run, trusted or not."""
         self._guard = LoopGuard(spec.loop_guard)
         self.budget = RunBudget(spec.budget, task)
         self.memory = Memory(self, task, spec.name)
+        self.retrieve = Retrieval(self, task, spec.retriever or FullTextRetriever(runtime.db))
         self.conversation = Conversation(self, task, spec.session)
         self.log = structlog.get_logger("ballast.agent").bind(agent=spec.name)
 
@@ -204,8 +209,15 @@ class AgentContext:
     def _replay(self, entry: JournalEntry) -> JsonValue:
         if entry.kind not in LOCAL_KINDS:
             self._guard.after_step(failed=is_failure(entry))
-        self._taint(provenance_of(entry))
+        self._saw(entry)
         return replay(entry)
+
+    def _saw(self, entry: JournalEntry) -> None:
+        """Note where a finished step's content came from."""
+        sources = provenance_of(entry)
+        self._taint(sources)
+        if entry.kind == StepKind.RETRIEVE:
+            self.retrieved.extend(p for p in sources if p not in self.retrieved)
 
     def _taint(self, provenance: Sequence[Provenance]) -> None:
         for source in provenance:
@@ -234,9 +246,17 @@ class AgentContext:
         tools: Sequence[ToolDefinition] = (),
         max_tokens: int | None = None,
     ) -> ChatReply:
-        """Ask the agent's model; ``max_tokens`` (default: the agent's) bounds the reservation."""
+        """Ask the agent's model; ``max_tokens`` (default: the agent's) bounds the reservation.
+
+        The conversation is first fitted to the agent's `ContextPolicy` (what it drops
+        is journaled with the call; a summary is a model call of its own).
+        """
         with tracer.start_as_current_span("ballast.llm", attributes=self._attributes()):
-            return await self._llm(messages, tools, max_tokens)
+            fitted = await fit_or_summarize(messages, self.spec.context, self._summary)
+            return await self._llm(fitted.messages, tools, max_tokens, trimmed=fitted.record)
+
+    async def _summary(self, messages: list[ChatMessage], limit: int) -> str:
+        return (await self._llm(messages, (), limit)).content or ""
 
     def _attributes(self) -> dict[str, str]:
         return {"ballast.task_id": self.task.task_id, "ballast.agent": self.spec.name}
@@ -246,6 +266,8 @@ class AgentContext:
         messages: Sequence[ChatMessage],
         tools: Sequence[ToolDefinition],
         max_tokens: int | None,
+        *,
+        trimmed: dict[str, Any] | None = None,
     ) -> ChatReply:
         model = self._model()
         step = Step(self._next(), StepKind.LLM, model.name)
@@ -270,7 +292,11 @@ class AgentContext:
             "max_tokens": limit,
             # What untrusted content could have reached the model by now.
             "untrusted": [p.model_dump(mode="json") for p in self.untrusted],
+            # What was retrieved for this run so far, trusted or not.
+            "retrieved": [p.model_dump(mode="json") for p in self.retrieved],
         }
+        if trimmed is not None:
+            step.request["trimmed"] = trimmed  # what the context bound left out
         price = self._rt.prices.get(model.name)
         # Upper bounds, so that settling can never exceed what was reserved:
         # a token is at least one byte, and each message adds a few tokens of framing.
@@ -557,9 +583,15 @@ class AgentContext:
         return output
 
     async def local_step(
-        self, kind: StepKind, name: str, request: JsonValue, work: StepWork
+        self,
+        kind: StepKind,
+        name: str,
+        request: JsonValue,
+        work: StepWork,
+        *,
+        provenance: Callable[[JsonValue], list[Provenance]] | None = None,
     ) -> JsonValue:
-        """Do ``work`` in the transaction that journals it (memory and session steps).
+        """Do ``work`` in the transaction that journals it (memory, session, retrieval).
 
         Not charged to the budget and not counted by the loop guard: bookkeeping of
         the run, not an action. A closed session is journaled as the step's failure.
@@ -573,7 +605,8 @@ class AgentContext:
         async with UnitOfWork(self._rt.db) as uow:
             try:
                 value = await work(uow)
-                outcome = completed(value)
+                sources = provenance(value) if provenance else []
+                outcome = completed(value, provenance=[p.model_dump(mode="json") for p in sources])
             except SessionClosedError as exc:
                 error = ErrorInfo(code=ErrorCode.SESSION_CLOSED, message=str(exc), retryable=False)
                 outcome = failed(error)
@@ -585,6 +618,7 @@ class AgentContext:
             )  # fmt: skip
         if error is not None:
             raise SessionEndedError(error.message, error)
+        self._saw(self._journal[step.seq])
         return value
 
     # ------------------------------------------------------------------ journal and budget

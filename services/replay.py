@@ -27,10 +27,12 @@ from contracts.trust import Provenance
 from outbox import JournalEntry
 from outbox.journal import RUN_SEQ
 from services.agent_context import AgentContext
+from services.context_window import fit_or_summarize
 from services.conversation import Conversation
 from services.errors import BallastError, BudgetExceededError, TaskFailedError, ToolCallError
 from services.llm import ChatMessage, ChatModel, ChatReply, ToolDefinition
 from services.memory import Memory
+from services.retrieval import Retrieval
 from services.specs import AgentSpec, to_json_value
 from services.spotlight import spotlight
 from services.steps import (
@@ -116,6 +118,7 @@ class ReplayContext:
             else [Provenance(source="task_input", document_id=task.task_id, trusted=False)]
         )
         self.memory = Memory(self, task, spec.name)
+        self.retrieve = Retrieval(self, task, retriever=None)
         self.conversation = Conversation(self, task, spec.session)
         self.log = structlog.get_logger("ballast.replay").bind(agent=spec.name)
 
@@ -156,6 +159,18 @@ class ReplayContext:
         *,
         tools: Sequence[ToolDefinition] = (),
         max_tokens: int | None = None,
+    ) -> ChatReply:
+        fitted = await fit_or_summarize(messages, self.spec.context, self._summary)
+        return await self._llm(fitted.messages, tools, max_tokens)
+
+    async def _summary(self, messages: list[ChatMessage], limit: int) -> str:
+        return (await self._llm(messages, (), limit)).content or ""
+
+    async def _llm(
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[ToolDefinition],
+        max_tokens: int | None,
     ) -> ChatReply:
         name = self.spec.model.name if self.spec.model else "?"
         entry = self._take(StepKind.LLM, name)
@@ -198,9 +213,15 @@ class ReplayContext:
         return self._outcome(self._take(StepKind.STEP, name))
 
     async def local_step(
-        self, kind: StepKind, name: str, request: JsonValue, work: StepWork
+        self,
+        kind: StepKind,
+        name: str,
+        request: JsonValue,
+        work: StepWork,
+        *,
+        provenance: Callable[[JsonValue], list[Provenance]] | None = None,
     ) -> JsonValue:
-        """Memory and session steps answer from the journal: what the run saw then."""
+        """Memory, session and retrieval steps answer from the journal: what the run saw."""
         return replay(self._take(kind, name))
 
     def untrusted_message(

@@ -21,6 +21,10 @@ deployment without a new image (``ballast run MODULE:OBJECT --service-file FILE`
     [loop_guard]
     max_identical_calls = 2
 
+    [context]              # the token bound of a model call's conversation
+    max_tokens = 8000
+    strategy = "summarize" # or drop_oldest, keep_system_and_task
+
     [session]              # seconds
     idle_timeout = 3600
     max_age = 604800
@@ -47,7 +51,7 @@ from services.specs import AgentSpec, ServiceSpec
 
 SECTIONS = ("pool", "retry")
 """Tables every service may have."""
-AGENT_SECTIONS = ("loop_guard", "budget", "session")
+AGENT_SECTIONS = ("loop_guard", "budget", "session", "context")
 AGENT_VALUES: dict[str, Any] = {
     "tools": tuple[str, ...],
     "delegates": tuple[str, ...],

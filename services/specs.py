@@ -22,6 +22,7 @@ from contracts.trust import Sensitivity
 from outbox.sessions import SessionLifetime
 from services.authorization import AfterUntrusted, default_after_untrusted
 from services.budgets import BudgetPolicy
+from services.context_window import ContextPolicy
 from services.errors import ConfigurationError
 from services.policies import ArgPolicy
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from contracts.tasks import TaskRequest
     from services.agent_context import AgentContext
     from services.llm import ChatModel
+    from services.retrieval import Retriever
     from services.tools import ToolContext
 
 ToolFn = Callable[["ToolContext", Any], Awaitable[Any]]
@@ -127,6 +129,10 @@ class AgentSpec:
     """The agents this agent may hand child tasks to."""
     max_context_bytes: int = 200_000
     """A model call with a larger conversation is refused (``too_large``)."""
+    context: ContextPolicy = field(default_factory=ContextPolicy)
+    """The token bound of a model call's conversation, and what gives way when it is over."""
+    retriever: Retriever | None = None
+    """Where ``ctx.retrieve`` searches (default: full-text over the service's database)."""
     session: SessionLifetime = field(default_factory=lambda: DEFAULT_SESSION_LIFETIME)
     """How long a session lives for this agent (``ctx.conversation``)."""
 

@@ -40,11 +40,15 @@ class StepKind(StrEnum):
     """Sequence 0: the run itself (who, what, caps); finished with how the task ended."""
     MEMORY = "memory"
     """A read or write of ``ctx.memory``."""
+    RETRIEVE = "retrieve"
+    """Passages retrieved for a query (``ctx.retrieve``), with their provenance."""
     SESSION = "session"
     """Loading or extending the conversation of the task's session (``ctx.conversation``)."""
 
 
-LOCAL_KINDS = frozenset({StepKind.MEMORY, StepKind.SESSION, StepKind.COMPENSATION})
+LOCAL_KINDS = frozenset(
+    {StepKind.MEMORY, StepKind.SESSION, StepKind.RETRIEVE, StepKind.COMPENSATION}
+)
 """Steps the loop guard does not count: bookkeeping, not the agent's actions."""
 
 
@@ -54,7 +58,8 @@ StepWork = Callable[[UnitOfWork], Awaitable[JsonValue]]
 
 class LocalSteps(Protocol):
     """Runs one journaled step against the database: for real in a run, from the journal
-    in a replay. ``work`` gets the transaction the step is recorded in."""
+    in a replay. ``work`` gets the transaction the step is recorded in; ``provenance``
+    says where the value's content came from (recorded with it)."""
 
     async def local_step(
         self,
@@ -62,6 +67,8 @@ class LocalSteps(Protocol):
         name: str,
         request: JsonValue,
         work: StepWork,
+        *,
+        provenance: Callable[[JsonValue], list[Provenance]] | None = None,
     ) -> JsonValue: ...
 
 

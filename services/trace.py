@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, JsonValue
 from sqlmodel import col, select
@@ -49,6 +49,8 @@ class TraceStep(BaseModel):
     attempts: int | None = None
     decisions: list[Decision] = []
     untrusted_in_context: list[JsonValue] = []
+    retrieved_in_context: list[JsonValue] = []
+    """For a model call: the provenance of every passage retrieved in the run before it."""
     child: TaskTrace | None = None
 
 
@@ -185,6 +187,7 @@ async def _step(
     if entry.kind == StepKind.DELEGATE.value and depth > 0 and request.get("task_id"):
         child = await trace(db, str(request["task_id"]), depth=depth - 1)
     cost = usage.get("cost_micro_usd")
+    is_llm = entry.kind == StepKind.LLM.value
     return TraceStep(
         seq=entry.seq,
         key=key,
@@ -202,9 +205,8 @@ async def _step(
         outcome=outcome.get("value") if "value" in outcome else outcome.get("error"),
         attempts=outcome.get("attempts"),
         decisions=decisions.get(key, []),
-        untrusted_in_context=request.get("untrusted", [])
-        if entry.kind == StepKind.LLM.value
-        else [],
+        untrusted_in_context=request.get("untrusted", []) if is_llm else [],
+        retrieved_in_context=request.get("retrieved", []) if is_llm else [],
         child=child,
     )
 
@@ -220,6 +222,8 @@ def _summary(kind: str, request: dict[str, Any]) -> JsonValue:
         return args
     if kind == StepKind.DELEGATE.value:
         return {"task_id": request.get("task_id"), "input": request.get("input")}
+    if kind in (StepKind.MEMORY.value, StepKind.RETRIEVE.value):
+        return cast(JsonValue, request)
     return None
 
 

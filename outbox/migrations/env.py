@@ -17,7 +17,13 @@ from outbox import tables as _tables  # noqa: F401 - registers the tables
 VERSION_TABLE = "ballast_alembic_version"
 
 
+FULL_TEXT = ("ballast_chunk_fts", "ix_ballast_chunk_search", "search")
+"""The full-text index of the chunks: made by raw SQL per dialect, not by the models."""
+
+
 def _ours(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    if name and name.startswith(FULL_TEXT) and compare_to is None:
+        return False
     return type_ != "table" or bool(name and name.startswith("ballast_"))
 
 

@@ -13,7 +13,7 @@ from contracts.principal import Principal
 from contracts.schema_export import SCHEMA_DIR, export_schemas, stale_schemas
 from contracts.tasks import TaskRequest, TaskStatus
 from contracts.wire import new_id
-from services.cli import approvals, db, dlq, keys, memory, observe
+from services.cli import approvals, db, dlq, docs, keys, memory, observe
 from services.cli.common import (
     client_for,
     console,
@@ -43,6 +43,7 @@ app = typer.Typer(
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(db.app, name="db")
 app.add_typer(memory.app, name="memory")
+app.add_typer(docs.app, name="docs")
 app.add_typer(keys.app, name="keys")
 app.add_typer(approvals.app, name="approvals")
 schema_app = typer.Typer(help="The JSON Schema files of the wire contract.")

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Annotated
 
 import typer
+from pydantic import JsonValue
 from rich.console import Group
 from rich.markup import escape
 from rich.table import Column, Table
@@ -62,16 +63,28 @@ def _step_line(step: TraceStep) -> Group:
         rule = f" ({escape(decision.rule)})" if decision.rule != decision.verdict else ""
         parts.append(f"[magenta]{decision.verdict}[/]{rule}")
     lines: list[Text] = [Text.from_markup("  ".join(parts))]
-    if step.request is not None and step.kind in ("tool", "compensation"):
+    if step.request is not None and step.kind in ("tool", "compensation", "memory", "retrieve"):
         lines.append(_detail("args", json.dumps(step.request)))
     if step.outcome is not None:
         lines.append(_detail("->", json.dumps(step.outcome, default=str)))
-    for source in step.untrusted_in_context:
-        if isinstance(source, dict):
-            where = (source.get(k) for k in ("source", "document_id", "chunk"))
-            shown = " ".join(str(w) for w in where if w is not None)
-            lines.append(_detail("untrusted in context:", shown, "yellow"))
+    for label, sources, style in (
+        ("retrieved:", step.retrieved_in_context, "dim"),
+        ("untrusted in context:", step.untrusted_in_context, "yellow"),
+    ):
+        lines.extend(_detail(label, _where(source), style) for source in sources)
     return Group(*lines)
+
+
+def _where(source: JsonValue) -> str:
+    """A provenance as 'source document#chunk (trusted, fetched ...)'."""
+    if not isinstance(source, dict):
+        return str(source)
+    shown = f"{source.get('source')} {source.get('document_id') or ''}"
+    if source.get("chunk") is not None:
+        shown += f"#{source['chunk']}"
+    label = "trusted" if source.get("trusted") else "untrusted"
+    fetched = source.get("fetched_at")
+    return f"{shown} ({label}{f', fetched {fetched}' if fetched else ''})"
 
 
 def render(trace_: TaskTrace, tree: Tree | None = None) -> Tree:
