@@ -65,6 +65,7 @@ from services.llm import ChatMessage, ChatModel, ChatReply, ToolDefinition
 from services.memory import Memory
 from services.metrics import Metrics
 from services.pricing import MICRO, ModelPrice
+from services.rate_limits import RateLimitedError, SharedRateLimiter
 from services.redaction import Redactor
 from services.results import ResultWaiter
 from services.retrieval import FullTextRetriever, Retrieval
@@ -85,6 +86,9 @@ from services.steps import (
 from services.telemetry import tracer
 
 _CHILD_TASK_NAMESPACE = uuid.UUID("6f1c1c8e-8d1e-4a53-9a57-6b1f2f7e4d10")
+
+MAX_RATE_LIMITED = 5
+"""429 answers in a row a model call waits out before the run is retried later."""
 
 MAX_PROVENANCE = 20
 """Untrusted sources sent with a call (the newest); the flag says the rest."""
@@ -117,6 +121,8 @@ class AgentRuntime:
     breakers: SharedBreakers
     prices: Mapping[str, ModelPrice]
     approvals: Approvals
+    limiter: SharedRateLimiter
+    """Shared rate limits of model providers."""
     approval_ttl: timedelta
     redact: Redactor
     """Removes secrets from what goes into the journal."""
@@ -313,11 +319,7 @@ class AgentContext:
             },
         )
         try:
-            reply = await self._rt.breakers.call(
-                f"llm.{model.name}",
-                lambda: model.complete(messages, tools=tools, max_tokens=limit),
-                counts_as_failure=is_outage,
-            )
+            reply = await self._call_model(model, messages, tools, limit, estimate_in + limit)
         except ModelError as exc:
             if exc.retryable:
                 raise  # not journaled: the run is retried and asks again
@@ -346,6 +348,37 @@ class AgentContext:
         metrics.cost.labels(self.spec.name, model.name).inc(cost / MICRO)
         self._guard.after_step(failed=False)
         return reply
+
+    async def _call_model(
+        self,
+        model: ChatModel,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[ToolDefinition],
+        max_tokens: int,
+        tokens: int,
+    ) -> ChatReply:
+        """Within the provider's shared rate limit, through the model's breaker; a 429
+        pauses the model for every replica and the call waits its turn again."""
+        deadline = self.task.deadline.timestamp() if self.task.deadline else None
+        tenant = self.principal.tenant
+        for _ in range(MAX_RATE_LIMITED):
+            await self._rt.limiter.acquire(model.name, tenant, tokens, deadline)
+            try:
+                return await self._rt.breakers.call(
+                    f"llm.{model.name}",
+                    lambda: model.complete(messages, tools=tools, max_tokens=max_tokens),
+                    counts_as_failure=is_outage,
+                )
+            except RateLimitedError as exc:
+                self.log.warning(
+                    "llm.rate_limited", model=model.name, retry_after_s=exc.retry_after_s
+                )
+                await self._rt.limiter.pause(model.name, tenant, exc.retry_after_s)
+        raise ModelError(
+            f"{model.name} answered 429 (rate limited) {MAX_RATE_LIMITED} times in a row; "
+            "check its rate limits (BALLAST_RATE_LIMITS) against the provider's",
+            retryable=True,
+        )
 
     def _model(self) -> ChatModel:
         if self.spec.model is None:

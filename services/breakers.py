@@ -32,6 +32,7 @@ from contracts.subjects import event_subject
 from outbox import Database, OutboxError, UnitOfWork
 from services.errors import HandlerError
 from services.kv import kv_entries
+from services.rate_limits import RateLimitedError
 
 log = structlog.get_logger("ballast.breakers")
 
@@ -190,6 +191,9 @@ async def shared_breaker_states(js: JetStreamContext) -> dict[str, Shared]:
 def is_outage(exc: Exception) -> bool:
     """What counts against a breaker: failures of the dependency, not refused requests.
 
-    A ``HandlerError(retryable=False)`` means the dependency answered and said no.
+    A ``HandlerError(retryable=False)`` means the dependency answered and said no; a
+    429 means it is up and asks us to slow down (the rate limiter's business).
     """
+    if isinstance(exc, RateLimitedError):
+        return False
     return not isinstance(exc, HandlerError) or exc.retryable

@@ -15,13 +15,14 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig
 
-from services import approvals, breakers, presence, registry
+from services import approvals, breakers, presence, rate_limits, registry
 
 BUCKETS: tuple[tuple[str, int, timedelta | None], ...] = (
     (registry.BUCKET, 1, None),
     (breakers.BUCKET, 1, None),
     (approvals.BUCKET, 5, None),
     (presence.BUCKET, 1, presence.TTL),
+    (rate_limits.BUCKET, 1, None),
 )
 """Name, history and time to live of every bucket."""
 

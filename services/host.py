@@ -32,7 +32,7 @@ from contracts.wire import utc_now
 from outbox import Database, DatabaseError, JetStreamPublisher, OutboxError, Relay, RelayConfig
 from outbox.retention import prune
 from outbox.schema import check_schema, upgrade
-from services import approvals, breakers, presence, registry
+from services import approvals, breakers, presence, rate_limits, registry
 from services.agent_context import AgentRuntime
 from services.agents import AgentConsumer
 from services.approvals import Approvals, sweep_expired
@@ -46,6 +46,7 @@ from services.http_server import EmbeddedHttpServer
 from services.keys import Keys, resolve_keys
 from services.metrics import Metrics
 from services.presence import instance_name
+from services.rate_limits import SharedRateLimiter
 from services.redaction import Redactor
 from services.registry import AgentPolicy, AgentRegistry
 from services.results import ResultWaiter
@@ -145,7 +146,7 @@ class ServiceHost:
         )
         needed = {registry.BUCKET, breakers.BUCKET, presence.BUCKET}
         if any(isinstance(spec, AgentSpec) for spec in self.specs):
-            needed.add(approvals.BUCKET)
+            needed |= {approvals.BUCKET, rate_limits.BUCKET}
         await while_electing(lambda: ensure_buckets(js, self.settings.stream_replicas, needed))
         shared = await self._shared(js)
         for spec in self.specs:
@@ -201,14 +202,17 @@ class ServiceHost:
         approvals = Approvals(js)
         await while_electing(breakers.start)
         await while_electing(registry.start)
+        limiter = SharedRateLimiter(js, settings.rate_limits)
         if any(isinstance(spec, AgentSpec) for spec in self.specs):
             await while_electing(approvals.start)  # only agents keep approvals
+            await while_electing(limiter.start)  # and call models
         self.breakers = breakers
         return _Shared(
             keys=keys,
             breakers=breakers,
             registry=registry,
             approvals=approvals,
+            limiter=limiter,
             guards=ToolGuards(keys, registry, settings.untrusted_rules),
             consumers=ConsumerSettings(
                 db=self.db,
@@ -236,6 +240,7 @@ class ServiceHost:
                 breakers=shared.breakers,
                 prices=self.settings.prices,
                 approvals=shared.approvals,
+                limiter=shared.limiter,
                 approval_ttl=timedelta(seconds=self.settings.approval_ttl_s),
                 redact=shared.consumers.redact,
                 metrics=self.metrics,
@@ -367,6 +372,7 @@ class _Shared:
     breakers: SharedBreakers
     registry: AgentRegistry
     approvals: Approvals
+    limiter: SharedRateLimiter
     guards: ToolGuards
     consumers: ConsumerSettings
 

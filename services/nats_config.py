@@ -21,6 +21,7 @@ from services.approvals import BUCKET as APPROVALS
 from services.breakers import BUCKET as BREAKERS
 from services.identity import SigningKey
 from services.presence import BUCKET as SERVICES
+from services.rate_limits import BUCKET as RATE_LIMITS
 from services.registry import BUCKET as REGISTRY
 from services.specs import AgentSpec, ServiceSpec, ToolSpec
 
@@ -116,6 +117,7 @@ def agent_user(spec: AgentSpec, parents: Iterable[str]) -> User:
         *_durable(Stream.TASKS, spec.service),
         *_kv(REGISTRY, spec.name),  # declares its own allow-list only
         *_kv(APPROVALS, f"{spec.name}.>"),
+        *_kv(RATE_LIMITS, ">"),  # model calls of every agent share the providers' limits
         f"{_API}.DIRECT.GET.{Stream.RESULTS.value}",
         *(tool_subject(tool) for tool in spec.tools),
         *(task_subject(child) for child in spec.delegates),

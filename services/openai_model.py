@@ -18,6 +18,7 @@ from pydantic import JsonValue
 
 from services.errors import ModelError
 from services.llm import ChatMessage, ChatReply, ModelToolCall, ToolDefinition, Usage
+from services.rate_limits import RateLimitedError
 
 _RETRYABLE_STATUS = {408, 409, 429}
 
@@ -73,6 +74,10 @@ class OpenAIChatModel:
             request["max_tokens"] = max_tokens
         try:
             response = await self._client.chat.completions.create(**request)
+        except openai.RateLimitError as exc:
+            raise RateLimitedError(
+                f"{self._model}: provider answered 429: {exc.message}", _retry_after(exc)
+            ) from exc
         except openai.APIStatusError as exc:
             retryable = exc.status_code in _RETRYABLE_STATUS or exc.status_code >= 500
             raise ModelError(
@@ -85,6 +90,14 @@ class OpenAIChatModel:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def _retry_after(exc: openai.APIStatusError) -> float:
+    """The provider's Retry-After (seconds; an HTTP date is not used by providers), or 1 s."""
+    try:
+        return max(0.0, float(exc.response.headers.get("retry-after", "1")))
+    except ValueError:
+        return 1.0
 
 
 def _message(message: ChatMessage) -> dict[str, Any]:

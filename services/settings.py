@@ -19,6 +19,7 @@ from outbox.database import sqlite_url
 from outbox.retention import RetentionPolicy
 from services.authorization import AfterUntrusted
 from services.pricing import DEFAULT_PRICES, ModelPrice
+from services.rate_limits import RateLimit
 
 
 class Settings(BaseSettings):
@@ -85,6 +86,14 @@ class Settings(BaseSettings):
         description=(
             "Prices per model (JSON), added to the built-in table, e.g. "
             '{"gpt-4o-mini": {"input_usd_per_mtok": 0.15, "output_usd_per_mtok": 0.6}}.'
+        ),
+    )
+    rate_limits: dict[str, RateLimit] = Field(
+        default_factory=dict,
+        description=(
+            "Limits per model (JSON), shared by every replica, e.g. "
+            '{"gpt-4o-mini": {"requests": 500, "tokens": 200000}} per minute; '
+            '"window_s" changes the window, "per_tenant": true gives each tenant its own.'
         ),
     )
     breaker_window: int = Field(default=20, ge=1, description="Outcomes a breaker counts.")

@@ -7,13 +7,16 @@ What it answers depends on the requested model:
   ending with a tool turn it answers ``done: <the tool's content>``.
 - ``status-<code>``: an error response with that HTTP status.
 
-Every request body is kept in ``requests`` for assertions.
+Every request body is kept in ``requests``, and its arrival time (``time.time``) in
+``arrivals``, for assertions. The requests numbered in ``throttled`` (1-based) are
+answered 429 with ``Retry-After: retry_after``.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,19 +26,28 @@ from typing import Any
 class FakeOpenAI:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.arrivals: list[float] = []
+        self.throttled: set[int] = set()
+        self.retry_after = "1"
+        self._lock = threading.Lock()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                fake.requests.append(body)
+                with fake._lock:
+                    fake.requests.append(body)
+                    fake.arrivals.append(time.time())
+                    number = len(fake.requests)
                 status, answer = fake.answer(body)
+                if number in fake.throttled:
+                    status, answer = 429, {"error": {"message": "slow down", "type": "rate"}}
                 data = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 if status == 429:
-                    self.send_header("Retry-After", "1")
+                    self.send_header("Retry-After", fake.retry_after)
                 self.end_headers()
                 self.wfile.write(data)
 
