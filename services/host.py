@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import nats.errors
+import nats.js.errors
 import structlog
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
@@ -40,7 +41,7 @@ from services.breakers import SharedBreakers
 from services.broker import NatsCredentials, make_broker
 from services.buckets import ensure_buckets
 from services.delivery import Consumer, ConsumerSettings
-from services.errors import ConfigurationError
+from services.errors import BrokerError, ConfigurationError
 from services.gauges import GaugeRefresher, WatchedConsumer
 from services.http_server import EmbeddedHttpServer
 from services.keys import Keys, resolve_keys
@@ -354,8 +355,19 @@ class ServiceHost:
         log.info("host.stopped", host=self.name)
 
     async def __aenter__(self) -> Self:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self._undo_start()
+            raise
         return self
+
+    async def _undo_start(self) -> None:
+        """Release what a failed start had taken (connections, loops), keeping its error."""
+        try:
+            await self.stop(drain_timeout_s=0)
+        except Exception as exc:  # the start's own error is the one to report
+            log.warning("host.start_not_undone", error=str(exc) or type(exc).__name__)
 
     async def __aexit__(
         self,
@@ -385,4 +397,35 @@ async def _supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:
             return
         except Exception:
             log.exception("host.loop_crashed", loop=name)
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(START_RETRY_PAUSE_S)
+
+
+_NOT_ANSWERED = (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError, BrokerError)
+
+START_RETRY_S = 120.0
+"""How long `started_host` keeps trying to start a host that JetStream does not answer."""
+START_RETRY_PAUSE_S = 1.0
+
+
+async def started_host(make: Callable[[], ServiceHost]) -> ServiceHost:
+    """A started host from ``make()``; a start that JetStream did not answer in time is
+    undone and tried again with a fresh host, for `START_RETRY_S`.
+
+    Replicas starting together on a cluster that is electing leaders (or a node that is
+    down) see JetStream requests time out at any of their declarations; a process
+    supervisor would restart them, and this does it in place.
+    """
+    deadline = time.monotonic() + START_RETRY_S
+    while True:
+        host = make()
+        try:
+            return await host.__aenter__()
+        except (
+            nats.errors.TimeoutError,
+            nats.js.errors.ServiceUnavailableError,
+            BrokerError,
+        ) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("host.start_retry", host=host.name, error=str(exc) or type(exc).__name__)
+            await asyncio.sleep(START_RETRY_PAUSE_S)

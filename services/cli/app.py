@@ -26,7 +26,7 @@ from services.cli.common import (
 from services.cli.dashboard import dashboard
 from services.cli.status import status
 from services.errors import ConfigurationError
-from services.host import ServiceHost
+from services.host import ServiceHost, started_host
 from services.loader import load_services
 from services.nats_config import render_config, render_credentials, users_for
 from services.service_file import configured
@@ -115,8 +115,11 @@ def run_service(
 
     async def main() -> None:
         stack = settings.model_copy(update={"nats_url": nats_url_for_tools(settings)})
-        async with ServiceHost(stack, specs, name=name):
+        host = await started_host(lambda: ServiceHost(stack, specs, name=name))
+        try:
             await until_stopped()
+        finally:
+            await host.stop()
 
     run(main())
 
@@ -146,6 +149,9 @@ def publish(
     scope: Annotated[
         list[str] | None, typer.Option(help="Principal: a scope (repeatable).")
     ] = None,
+    session: Annotated[
+        str | None, typer.Option(help="The session (conversation) the task belongs to.")
+    ] = None,
 ) -> None:
     """Publish a task to ballast.task.AGENT; with --wait, print how it ended."""
     data = _read_input(task_input)
@@ -156,6 +162,7 @@ def publish(
             input=data,
             principal=Principal(user_id=user, tenant=tenant, scopes=tuple(scope or ())),
             task_id=task_id or new_id(),
+            session_id=session,
         )
 
     async def main() -> TaskStatus | None:
