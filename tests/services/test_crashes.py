@@ -11,6 +11,8 @@ import asyncio
 import os
 import random
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
@@ -79,6 +81,39 @@ def service_env(nats_url: str, database_url: str, data_dir: Path) -> dict[str, s
         "BALLAST_RELAY_SWEEP_INTERVAL_S": "0.2",
         **TRUST_TEST_KEY,
     }
+
+
+@asynccontextmanager
+async def agent_replicas(
+    target: str, server: EmbeddedNats, database_url: str, tmp_path: Path, **env: str
+) -> AsyncIterator[BallastClient]:
+    """Two ``ballast run`` replicas of the agent ``target`` (with ``env`` added), and a
+    client once the agent's consumer exists; the replicas stop when the block ends."""
+    replicas = [
+        Service(
+            target,
+            service_env(server.url, database_url, tmp_path / f"replica-{i}") | env,
+            tmp_path / f"replica-{i}.log",
+        )
+        for i in (1, 2)
+    ]
+    for replica in replicas:
+        await replica.start()
+    try:
+        async with BallastClient(server.url, signer=TEST_KEY) as client:
+            consumer = f"agent-{target.rpartition(':')[2]}"
+            ready = partial(consumer_ready, client.js, Stream.TASKS, consumer)
+            await eventually(ready, timeout_s=30, what=f"{consumer} to start")
+
+            async def all_pulling() -> bool:  # every replica has a pull request waiting
+                info = await client.js.consumer_info(Stream.TASKS.value, consumer)
+                return (info.num_waiting or 0) >= len(replicas)
+
+            await eventually(all_pulling, timeout_s=30, what="both replicas to pull")
+            yield client
+    finally:
+        for replica in replicas:
+            await replica.stop()
 
 
 async def _completed_at_least(js: JetStreamContext, n: int) -> bool:

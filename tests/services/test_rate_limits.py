@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from functools import partial
 from pathlib import Path
 
 from contracts import TaskRequest, TaskStatus
-from contracts.subjects import Stream
-from services.client import BallastClient
 from services.embedded import EmbeddedNats
 from tests.fake_openai import FakeOpenAI
-from tests.helpers import PRINCIPAL, TEST_KEY, eventually
-from tests.services.test_crashes import Service, consumer_ready, service_env
+from tests.helpers import PRINCIPAL
+from tests.services.test_crashes import agent_replicas
 
 REQUESTS, WINDOW_S, TASKS = 5, 3.0, 20
 THROTTLED, RETRY_AFTER_S = 7, 4
@@ -28,27 +25,14 @@ async def test_two_replicas_share_the_limit_and_honour_retry_after(
     fake.throttled = {THROTTLED}
     fake.retry_after = str(RETRY_AFTER_S)
     limits = {"limited": {"requests": REQUESTS, "window_s": WINDOW_S}}
+    env = {"BALLAST_RATE_LIMITS": json.dumps(limits), "FAKE_OPENAI_URL": fake.base_url}
     with fake.running():
-        replicas = [
-            Service(
-                "tests.procs.rate_app:asker",
-                service_env(own_nats.url, database_url, tmp_path / f"replica-{i}")
-                | {"BALLAST_RATE_LIMITS": json.dumps(limits), "FAKE_OPENAI_URL": fake.base_url},
-                tmp_path / f"replica-{i}.log",
-            )
-            for i in (1, 2)
-        ]
-        for replica in replicas:
-            await replica.start()
-        try:
-            async with BallastClient(own_nats.url, signer=TEST_KEY) as client:
-                ready = partial(consumer_ready, client.js, Stream.TASKS, "agent-asker")
-                await eventually(ready, timeout_s=30, what="the agent to start")
-                tasks = [TaskRequest(agent="asker", principal=PRINCIPAL) for _ in range(TASKS)]
-                results = await asyncio.gather(*(client.run(t, timeout_s=120) for t in tasks))
-        finally:
-            for replica in replicas:
-                await replica.stop()
+        replicas = agent_replicas(
+            "tests.procs.rate_app:asker", own_nats, database_url, tmp_path, **env
+        )
+        async with replicas as client:
+            tasks = [TaskRequest(agent="asker", principal=PRINCIPAL) for _ in range(TASKS)]
+            results = await asyncio.gather(*(client.run(t, timeout_s=120) for t in tasks))
 
     assert all(r.status is TaskStatus.COMPLETED for r in results), [r.error for r in results]
     arrivals = sorted(fake.arrivals)

@@ -8,18 +8,20 @@ from datetime import timedelta
 from typing import Any, cast
 
 from pydantic import JsonValue
+from rich.console import Console
 
 from contracts import TaskRequest, TaskStatus
 from contracts.wire import utc_now
 from outbox import Database
 from outbox.journal import load_journal
 from services.agent_context import AgentContext
+from services.cli.observe import render
 from services.embedded import EmbeddedNats
 from services.llm import ChatMessage, ModelToolCall, ScriptedModel, ToolDefinition
 from services.replay import replay_run
 from services.retrieval import document_tag, index
 from services.specs import AgentSpec
-from services.trace import TraceStep, trace
+from services.trace import TaskTrace, TraceStep, trace
 from tests.helpers import PRINCIPAL, unique
 from tests.services.conftest import Hosts
 
@@ -85,6 +87,11 @@ async def test_retrieval_is_fresh_attributed_journaled_and_invalidates_derived_m
     where = _fields(model_call.retrieved_in_context, "source", "document_id", "chunk", "trusted")
     assert where == {("kb", "kb-101", "0", True), ("web", "web-1", "0", False)}
     assert ("web", "web-1") in _fields(model_call.untrusted_in_context, "source", "document_id")
+    shown = Console(width=200, record=True)
+    shown.print(render(cast(TaskTrace, await trace(host.db, anything.task_id))))
+    text = shown.export_text()
+    assert "retrieved: kb kb-101#0 (trusted, fetched" in text
+    assert "untrusted in context: web web-1#0 (untrusted" in text
     (fresh_call,) = await _model_calls(host.db, fresh.task_id)
     assert "web" not in {s for (s,) in _fields(fresh_call.untrusted_in_context, "source")}
 

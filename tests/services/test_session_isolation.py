@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from functools import partial
 from pathlib import Path
 
 from contracts import Principal, TaskRequest, TaskStatus
-from contracts.subjects import Stream
 from outbox import Database
 from outbox.journal import load_journal
-from services.client import BallastClient
 from services.embedded import EmbeddedNats
-from tests.helpers import TEST_KEY, eventually
-from tests.services.test_crashes import Service, consumer_ready, service_env
+from tests.services.test_crashes import agent_replicas
 
 USERS, SESSIONS, TURNS = 10, 10, 3
 FACT = re.compile(r"F-u(\d+)-s(\d+)-t(\d+)")
@@ -27,37 +23,22 @@ FACT = re.compile(r"F-u(\d+)-s(\d+)-t(\d+)")
 async def test_no_fact_reaches_another_users_or_another_sessions_prompt(
     own_nats: EmbeddedNats, database_url: str, tmp_path: Path
 ) -> None:
-    replicas = [
-        Service(
-            "tests.procs.session_app:chat",
-            service_env(own_nats.url, database_url, tmp_path / f"replica-{i}"),
-            tmp_path / f"replica-{i}.log",
-        )
-        for i in (1, 2)
-    ]
     owner_of: dict[str, tuple[int, int]] = {}
-    for replica in replicas:
-        await replica.start()
-    try:
-        async with BallastClient(own_nats.url, signer=TEST_KEY) as client:
-            ready = partial(consumer_ready, client.js, Stream.TASKS, "agent-chat")
-            await eventually(ready, timeout_s=30, what="the agent to start")
+    replicas = agent_replicas("tests.procs.session_app:chat", own_nats, database_url, tmp_path)
+    async with replicas as client:
 
-            async def converse(user: int, session: int) -> None:
-                principal = Principal(user_id=f"user{user}", tenant="acme")
-                for turn in range(TURNS):
-                    task = TaskRequest(
-                        agent="chat", principal=principal, session_id=f"s{session}",
-                        input={"fact": f"F-u{user}-s{session}-t{turn}"},
-                    )  # fmt: skip
-                    owner_of[task.task_id] = (user, session)
-                    result = await client.run(task, timeout_s=120)
-                    assert result.status is TaskStatus.COMPLETED, result.error
+        async def converse(user: int, session: int) -> None:
+            principal = Principal(user_id=f"user{user}", tenant="acme")
+            for turn in range(TURNS):
+                task = TaskRequest(
+                    agent="chat", principal=principal, session_id=f"s{session}",
+                    input={"fact": f"F-u{user}-s{session}-t{turn}"},
+                )  # fmt: skip
+                owner_of[task.task_id] = (user, session)
+                result = await client.run(task, timeout_s=120)
+                assert result.status is TaskStatus.COMPLETED, result.error
 
-            await asyncio.gather(*(converse(u, s) for u in range(USERS) for s in range(SESSIONS)))
-    finally:
-        for replica in replicas:
-            await replica.stop()
+        await asyncio.gather(*(converse(u, s) for u in range(USERS) for s in range(SESSIONS)))
 
     db = Database(database_url)
     try:
