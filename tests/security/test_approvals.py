@@ -234,6 +234,13 @@ async def test_an_approval_given_while_the_agent_host_is_down_resumes_the_task(
             await approvals.start()
             approval_id = await one_pending(approvals, task.task_id)
 
+            async def suspended() -> bool:  # the suspended run's message is acknowledged
+                info = await client.js.consumer_info("BALLAST_TASKS", "agent-assistant")
+                return bool(info.num_ack_pending == 0)
+
+            # Killed once the run is suspended: this agent allows one delivery, so a kill
+            # between suspending and acknowledging would rightly end the task.
+            await eventually(suspended, timeout_s=10, what="the run to be suspended")
             agent.kill()
             await agent.wait()
             approve = await asyncio.create_subprocess_exec(
