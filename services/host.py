@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -293,12 +294,13 @@ class ServiceHost:
             except DatabaseError as exc:
                 log.warning("retention.failed", error=str(exc))
                 continue
-            if pruned.outbox_rows or pruned.journal_tasks:
-                log.info(
-                    "retention.pruned",
-                    outbox_rows=pruned.outbox_rows,
-                    journal_tasks=pruned.journal_tasks,
-                )
+            if (
+                pruned.outbox_rows
+                or pruned.journal_tasks
+                or pruned.memory_entries
+                or pruned.sessions
+            ):
+                log.info("retention.pruned", **dataclasses.asdict(pruned))
 
     async def health(self) -> dict[str, str]:
         """Broker connected, database answering, relay going round: ``"ok"`` or what is wrong."""

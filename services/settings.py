@@ -183,6 +183,11 @@ class Settings(BaseSettings):
     retention_journal_s: float = Field(
         default=30 * 86_400, gt=0, description="How long journals of finished runs are kept."
     )
+    retention_ended_s: float = Field(
+        default=30 * 86_400,
+        gt=0,
+        description="How long invalidated or expired memory and closed sessions are kept.",
+    )
     retention_interval_s: float = Field(
         default=3600, ge=0, description="How often a service prunes by that policy; 0: never."
     )
@@ -239,6 +244,7 @@ class Settings(BaseSettings):
         return RetentionPolicy(
             sent_for=timedelta(seconds=self.retention_sent_s),
             journal_for=timedelta(seconds=self.retention_journal_s),
+            ended_for=timedelta(seconds=self.retention_ended_s),
         )
 
     @property

@@ -72,9 +72,16 @@ def prune_(
     journal: Annotated[
         str, typer.Option("--journal-older-than", help="Journals of runs that ended before.")
     ] = "30d",
+    ended: Annotated[
+        str,
+        typer.Option("--ended-older-than", help="Invalidated or expired memory, closed sessions."),
+    ] = "30d",
 ) -> None:
-    """Delete sent outbox rows and finished journals now (services also do it every hour)."""
-    policy = RetentionPolicy(sent_for=_duration(sent), journal_for=_duration(journal))
+    """Delete sent outbox rows, finished journals and ended state now (services also do it
+    every hour)."""
+    policy = RetentionPolicy(
+        sent_for=_duration(sent), journal_for=_duration(journal), ended_for=_duration(ended)
+    )
 
     async def main() -> None:
         db = _database()
@@ -84,7 +91,8 @@ def prune_(
             await db.dispose()
         console.print(
             f"pruned {pruned.outbox_rows} sent outbox rows and the journals of "
-            f"{pruned.journal_tasks} tasks ({pruned.journal_rows} steps)"
+            f"{pruned.journal_tasks} tasks ({pruned.journal_rows} steps), "
+            f"{pruned.memory_entries} ended memory entries and {pruned.sessions} closed sessions"
         )
 
     run(main())

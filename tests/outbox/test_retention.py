@@ -7,9 +7,12 @@ from datetime import timedelta
 from sqlmodel import col, select
 
 from contracts.wire import utc_now
-from outbox import Database, JournalEntry, OutboxMessage
+from outbox import Database, JournalEntry, OutboxMessage, UnitOfWork
+from outbox import memory as store
+from outbox.memory import MemoryOwner, Scope
 from outbox.retention import RetentionPolicy, prune
-from outbox.tables import BudgetAccount
+from outbox.sessions import SessionLifetime, SessionOwner, append_turns, close_session
+from outbox.tables import BudgetAccount, SessionTurn
 
 
 def _row(n: int, *, sent_days_ago: float | None) -> OutboxMessage:
@@ -60,3 +63,36 @@ async def test_prune_keeps_unsent_rows_recent_rows_and_unfinished_runs(db: Datab
 
     again = await prune(db, policy, utc_now())
     assert (again.outbox_rows, again.journal_tasks) == (0, 0)
+
+
+async def test_prune_removes_ended_memory_and_closed_sessions_after_their_time(
+    db: Database,
+) -> None:
+    now = utc_now()
+    owner = MemoryOwner(Scope.USER, "acme", ("alice",))
+    async with UnitOfWork(db) as uow:
+        for key, expires in (("old-expiry", now - timedelta(days=40)), ("live", None)):
+            await store.put(
+                uow, owner, key, 1, source="t", tags=("doc:x",), expires_at=expires, now=now
+            )
+        await store.put(uow, owner, "dropped", 1, source="t", tags=(), expires_at=None, now=now)
+        await store.invalidate(
+            uow, owner, key="dropped", reason="old", now=now - timedelta(days=40)
+        )
+        await store.put(uow, owner, "recent", 1, source="t", tags=(), expires_at=None, now=now)
+        await store.invalidate(uow, owner, key="recent", reason="new", now=now - timedelta(days=1))
+        lifetime = SessionLifetime(idle_timeout=timedelta(days=90), max_age=timedelta(days=90))
+        for session, closed_days_ago in (("gone", 40), ("kept", 1), ("open", None)):
+            who = SessionOwner("acme", "alice", session)
+            await append_turns(uow, who, [("user", "hi")], task_id="t", lifetime=lifetime, now=now)
+            if closed_days_ago is not None:
+                await close_session(uow, who, "done", now - timedelta(days=closed_days_ago))
+
+    pruned = await prune(db, RetentionPolicy(ended_for=timedelta(days=30), batch=2), now)
+    assert (pruned.memory_entries, pruned.sessions) == (2, 1)
+    async with UnitOfWork(db) as uow:
+        left = await store.find(uow, now, tenant="acme", include_dead=True)
+        assert sorted(r.key for r in left) == ["live", "recent"]
+        assert await store.tags_of(uow, [r.id for r in left if r.id is not None]) != {}
+        turns = (await uow.session.execute(select(col(SessionTurn.session_id)))).scalars()
+        assert sorted(turns) == ["kept", "open"]
