@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from services.embedded import nats_server_binary
+from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES = (1, 2, 3)
@@ -107,14 +108,15 @@ def _distinct_free_ports(count: int) -> list[int]:
 async def _until_healthy(http: httpx.AsyncClient, node: Node, timeout_s: float = 30) -> None:
     """Until the node says JetStream is up and the cluster has its meta leader."""
     url = f"http://127.0.0.1:{node.monitor_port}/healthz"
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
+
+    async def healthy() -> bool:
         try:
-            if (await http.get(url)).status_code == 200:
-                return
+            return (await http.get(url)).status_code == 200
         except httpx.TransportError:
-            pass
-        if asyncio.get_running_loop().time() > deadline:
-            log = node.config.with_suffix(".log").read_text(encoding="utf-8")[-3000:]
-            raise AssertionError(f"nats-{node.n} did not become healthy:\n{log}")
-        await asyncio.sleep(0.2)
+            return False
+
+    try:
+        await eventually(healthy, timeout_s=timeout_s, what=f"nats-{node.n} to be healthy")
+    except AssertionError as exc:
+        log = node.config.with_suffix(".log").read_text(encoding="utf-8")[-3000:]
+        raise AssertionError(f"nats-{node.n} did not become healthy:\n{log}") from exc

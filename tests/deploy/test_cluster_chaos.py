@@ -45,12 +45,17 @@ async def postgres() -> AsyncIterator[str]:
 
 async def _after_election(read: Callable[[], Awaitable[T]]) -> T:
     """``read()``, retried while the streams elect new leaders after the node was killed."""
-    for _ in range(60):
+    answers: list[T] = []
+
+    async def answered() -> bool:
         try:
-            return await read()
+            answers.append(await read())
         except nats.errors.TimeoutError:
-            await asyncio.sleep(0.5)
-    return await read()
+            return False
+        return True
+
+    await eventually(answered, timeout_s=30, what="the streams to elect new leaders")
+    return answers[-1]
 
 
 async def _done(admin: Client, n: int) -> bool:

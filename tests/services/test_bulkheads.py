@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import time
 
@@ -86,13 +87,18 @@ class TestReplicas:
         app = Ballast("t")
         name, agent = unique("io"), unique("agent")
         running = peak = done = 0
+        both_pools_full = asyncio.Event()
 
         @app.tool(name, pool=PoolConfig(size=2, timeout_s=5))
         async def io_bound(ctx: ToolContext, args: Job) -> str:
             nonlocal running, peak, done
             running += 1
             peak = max(peak, running)
-            await asyncio.sleep(0.3)
+            if running == 4:
+                both_pools_full.set()
+            # Hold the slot until four calls run at once (or give up: then the peak shows it).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(both_pools_full.wait(), 2)
             running -= 1
             done += 1
             return args.text

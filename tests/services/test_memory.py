@@ -3,7 +3,6 @@ invalidated, journaled (a replay sees what the run saw)."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
@@ -23,7 +22,7 @@ from services.llm import ChatMessage
 from services.memory import ScopeName
 from services.replay import replay_run
 from services.specs import AgentSpec
-from tests.helpers import PRINCIPAL, unique
+from tests.helpers import PRINCIPAL, eventually, unique
 from tests.services.conftest import Hosts
 
 BOB = Principal(user_id="bob", tenant="acme")
@@ -47,6 +46,8 @@ async def act(ctx: AgentContext, task: TaskRequest) -> JsonValue:
         case "list":
             entries = await ctx.memory.list(scope=scope, tag=args.get("tag"))
             return list[JsonValue](sorted(e.key for e in entries))
+        case "history":
+            return list[JsonValue](m.content for m in await ctx.conversation.history())
         case "say":
             before = await ctx.conversation.history()
             await ctx.conversation.append(ChatMessage(role="user", content=args["text"]))
@@ -96,8 +97,11 @@ class TestMemory:
         await agent(op="put", scope="user", key="short", value="s", ttl_s=0.5)
         await agent(op="put", scope="user", key="long", value="l")
         assert await agent(op="get", scope="user", key="short") == "s"
-        await asyncio.sleep(0.6)
-        assert await agent(op="get", scope="user", key="short") is None
+
+        async def expired() -> bool:
+            return await agent(op="get", scope="user", key="short") is None
+
+        await eventually(expired, timeout_s=5, what="the short entry to expire")
         assert await agent(op="get", scope="user", key="long") == "l"
         assert await agent(op="list", scope="user") == ["long"]
 
@@ -194,7 +198,11 @@ class TestConversation:
         agent = await start(hosts, nats_server, lifetime)
         await agent(op="say", text="hello")
         assert await agent(op="say", text="still here") == ["hello"]
-        await asyncio.sleep(0.7)
+
+        async def ended() -> bool:  # reading the history does not keep the session alive
+            return (await agent.result(op="history")).status is TaskStatus.FAILED
+
+        await eventually(ended, timeout_s=5, what="the idle session to expire")
         refused = await agent.result(op="say", text="late")
         assert refused.error is not None
         assert refused.error.code is ErrorCode.SESSION_CLOSED
