@@ -138,8 +138,15 @@ class SharedRateLimiter:
             await asyncio.sleep(wait)
 
     async def pause(self, model: str, tenant: str, seconds: float) -> None:
-        """The provider asked for ``seconds`` of quiet: every replica waits that long."""
-        limit = self._limits.get(model) or RateLimit()
+        """The provider asked for ``seconds`` of quiet: every replica waits that long.
+
+        A model without a configured limit is not counted in the bucket, so only this
+        call waits (here).
+        """
+        limit = self._limits.get(model)
+        if limit is None:
+            await asyncio.sleep(seconds)
+            return
 
         def paused(use: _Use, now: float) -> float:
             use.paused_until = max(use.paused_until, now + seconds)

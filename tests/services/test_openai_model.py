@@ -5,12 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from pydantic import JsonValue
 
+from contracts import TaskRequest, TaskStatus
+from services.agent_context import AgentContext
+from services.embedded import EmbeddedNats
 from services.embedded import free_port as unused_port
 from services.errors import ModelError
 from services.llm import ChatMessage, ToolDefinition
 from services.openai_model import OpenAIChatModel
+from services.specs import AgentSpec
 from tests.fake_openai import FakeOpenAI
+from tests.helpers import PRINCIPAL, unique
+from tests.services.conftest import Hosts
 
 SEARCH = ToolDefinition(
     name="search",
@@ -79,3 +86,25 @@ class TestProviderErrors:
             await model.complete([ChatMessage(role="user", content="hi")])
         assert caught.value.retryable
         await model.close()
+
+
+async def test_an_agent_waits_out_a_429_of_a_model_without_a_configured_limit(
+    provider: FakeOpenAI, hosts: Hosts, nats_server: EmbeddedNats
+) -> None:
+    """The provider's Retry-After is honoured even when no rate limit names the model."""
+    provider.throttled = {1}
+    provider.retry_after = "0.2"
+    model = OpenAIChatModel("unlimited", base_url=provider.base_url)
+
+    async def ask(ctx: AgentContext, task: TaskRequest) -> JsonValue:
+        return (await ctx.llm([ChatMessage(role="user", content="hi")])).content
+
+    spec = AgentSpec.of(ask, name=unique("ask"), model=model)
+    await hosts.start(nats_server, [spec])
+    client = await hosts.client(nats_server)
+    result = await client.run(TaskRequest(agent=spec.name, principal=PRINCIPAL), timeout_s=20)
+    assert result.status is TaskStatus.COMPLETED, result.error
+    assert result.output == "done: hi"
+    assert len(provider.requests) == 2
+    assert provider.arrivals[1] - provider.arrivals[0] >= 0.2
+    await model.close()
