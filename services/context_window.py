@@ -98,9 +98,11 @@ def _protected(messages: Sequence[ChatMessage], unit: list[int], strategy: Strat
 def fit(messages: Sequence[ChatMessage], policy: ContextPolicy) -> Fitted:
     """Drop turns by ``policy`` until the conversation fits (no summary yet)."""
     limit = policy.max_tokens
+    if limit is None:
+        return Fitted(list(messages))
     sizes = [estimate_tokens(m) for m in messages]
     before = sum(sizes)
-    if limit is None or before <= limit:
+    if before <= limit:
         return Fitted(list(messages))
     room = limit - (policy.summary_tokens if policy.strategy == "summarize" else 0)
     total, dropped = before, set[int]()

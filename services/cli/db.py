@@ -8,16 +8,11 @@ from typing import Annotated
 import typer
 
 from contracts.wire import utc_now
-from outbox import Database
 from outbox.retention import RetentionPolicy, prune
-from services.cli.common import console, fail, load_settings, run
+from services.cli.common import console, database, fail, run
 from services.trace import parse_since
 
 app = typer.Typer(help="Ballast's tables: migrations and retention (BALLAST_DATABASE_URL).")
-
-
-def _database() -> Database:
-    return Database(load_settings().resolved_database_url())
 
 
 @app.command("upgrade")
@@ -27,12 +22,9 @@ def upgrade_() -> None:
     from outbox.schema import current_revision, upgrade  # Alembic is slow to import
 
     async def main() -> None:
-        db = _database()
-        try:
+        async with database() as db:
             before = await current_revision(db)
             after = await upgrade(db)
-        finally:
-            await db.dispose()
         moved = "already at" if before == after else f"upgraded from {before or 'nothing'} to"
         console.print(f"{db.safe_url}: {moved} revision {after}")
 
@@ -46,11 +38,8 @@ def current() -> None:
     from outbox.schema import current_revision, head_revision
 
     async def main() -> bool:
-        db = _database()
-        try:
+        async with database() as db:
             found = await current_revision(db)
-        finally:
-            await db.dispose()
         needed = head_revision()
         console.print(f"{db.safe_url}: revision {found or 'none'}; this code needs {needed}")
         return found == needed
@@ -84,11 +73,8 @@ def prune_(
     )
 
     async def main() -> None:
-        db = _database()
-        try:
+        async with database() as db:
             pruned = await prune(db, policy, utc_now())
-        finally:
-            await db.dispose()
         console.print(
             f"pruned {pruned.outbox_rows} sent outbox rows and the journals of "
             f"{pruned.journal_tasks} tasks ({pruned.journal_rows} steps), "

@@ -16,9 +16,8 @@ from rich.text import Text
 from rich.tree import Tree
 
 from contracts.wire import utc_now
-from outbox import Database
 from outbox.journal import load_journal
-from services.cli.common import JsonOption, console, fail, load_settings, reported, run
+from services.cli.common import JsonOption, console, database, fail, load_settings, reported, run
 from services.llm import ChatModel
 from services.loader import load_services
 from services.replay import ReplayReport, replay_run
@@ -29,10 +28,6 @@ from services.trace import TaskTrace, TraceStep, costs, parse_since, tasks, trac
 DEMO_APP = "services.examples.support:app"
 
 tasks_app = typer.Typer(help="Find tasks by agent, user, status and time.")
-
-
-def _database(settings: Settings) -> Database:
-    return Database(settings.resolved_database_url())
 
 
 def _money(value: Decimal | None) -> str:
@@ -127,11 +122,8 @@ def trace_command(
     """Show what a task did and why: steps, timing, tokens, cost, calls, decisions, children."""
 
     async def main() -> None:
-        db = _database(load_settings())
-        try:
+        async with database() as db:
             found = await trace(db, task_id)
-        finally:
-            await db.dispose()
         if found is None:
             fail(f"no journal for task {task_id} in this database; see 'ballast tasks ls'")
         if as_json:
@@ -158,13 +150,10 @@ def tasks_ls(
         window = parse_since(since)
 
     async def main() -> None:
-        db = _database(load_settings())
-        try:
+        async with database() as db:
             found = await tasks(
                 db, agent=agent, user=user, status=status, since=utc_now() - window, limit=limit
             )
-        finally:
-            await db.dispose()
         if as_json:
             console.print_json(json.dumps([t.model_dump(mode="json") for t in found]))
             return
@@ -199,11 +188,8 @@ def costs_command(
         window = parse_since(since)
 
     async def main() -> None:
-        db = _database(load_settings())
-        try:
+        async with database() as db:
             lines = await costs(db, by=by, since=utc_now() - window)
-        finally:
-            await db.dispose()
         if as_json:
             console.print_json(json.dumps([line.model_dump(mode="json") for line in lines]))
             return
@@ -249,11 +235,8 @@ def replay_command(
     agents = [s for s in specs if isinstance(s, AgentSpec)]
 
     async def main() -> None:
-        db = _database(settings)
-        try:
+        async with database() as db:
             journal = await load_journal(db, task_id)
-        finally:
-            await db.dispose()
         if not journal:
             fail(f"no journal for task {task_id} in this database", code=2)
         agent = str(journal[0].name) if 0 in journal else None
