@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
+import nats.errors
 import nats.js.errors
 import pytest
 from nats.js import JetStreamContext
@@ -123,7 +124,7 @@ async def _completed_at_least(js: JetStreamContext, n: int) -> bool:
 async def consumer_ready(js: JetStreamContext, stream: Stream, name: str) -> bool:
     try:
         await js.consumer_info(stream.value, name)
-    except nats.js.errors.NotFoundError:
+    except (nats.js.errors.NotFoundError, nats.errors.TimeoutError):
         return False
     return True
 

@@ -11,6 +11,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import nats
@@ -28,7 +29,7 @@ from services.embedded import EmbeddedNats
 from tests.helpers import eventually, subject_count, unique
 from tests.procs.chaos_app import effects_per_ref
 from tests.services.callers import caller_call, publish_call
-from tests.services.test_crashes import Service, service_env
+from tests.services.test_crashes import Service, consumer_ready, service_env
 
 TARGET = "tests.procs.chaos_app:slow_effect"
 
@@ -83,7 +84,11 @@ async def test_sigterm_lets_the_call_in_flight_finish_and_publish_its_result(
     client = await nats.connect(own_nats.url)
     try:
         js = client.jetstream()
-        await eventually(lambda: _consumer_exists(js), timeout_s=30, what="the tool to start")
+        await eventually(
+            partial(consumer_ready, js, Stream.TOOLS, "tool-slow_effect"),
+            timeout_s=30,
+            what="the tool to start",
+        )
         ref, results = await _call(js, seconds=2.0)
         await eventually(_running(database_url), what="the call to be running")
         took = await _stop(replica)
@@ -112,7 +117,11 @@ async def test_past_the_grace_period_the_call_is_handed_back_and_runs_once_elsew
     second = Service(TARGET, env, tmp_path / "second.log")
     try:
         js = client.jetstream()
-        await eventually(lambda: _consumer_exists(js), timeout_s=30, what="the tool to start")
+        await eventually(
+            partial(consumer_ready, js, Stream.TOOLS, "tool-slow_effect"),
+            timeout_s=30,
+            what="the tool to start",
+        )
         ref, results = await _call(js, seconds=4.0)
         await eventually(_running(database_url), what="the call to be running")
         took = await _stop(first)
@@ -128,14 +137,6 @@ async def test_past_the_grace_period_the_call_is_handed_back_and_runs_once_elsew
     finally:
         await client.close()
         await second.stop()
-
-
-async def _consumer_exists(js: JetStreamContext) -> bool:
-    try:
-        await js.consumer_info(Stream.TOOLS.value, "tool-slow_effect")
-    except (nats.js.errors.NotFoundError, nats.errors.TimeoutError):
-        return False
-    return True
 
 
 async def _has_result(js: JetStreamContext, subject: str) -> bool:
