@@ -11,32 +11,23 @@ from __future__ import annotations
 from datetime import timedelta
 
 from sqlalchemy import delete, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col
 
 from contracts.wire import utc_now
+from outbox.admission import Admission, ClaimRequest
+from outbox.database import Database
+from outbox.staged_writes import StagedWrites
 from outbox.tables import Claim
 from outbox.unit_of_work import UnitOfWork
 
-_T = Claim.__table__  # type: ignore[attr-defined]  # SQLModel sets it at class creation
 
-
-async def claim(uow: UnitOfWork, consumer: str, key: str, owner: str, lease: timedelta) -> bool:
-    """Take the claim on ``key`` for ``owner`` unless another owner holds a live one."""
-    now = utc_now()
-    dialect_insert = sqlite.insert if uow.is_sqlite else postgresql.insert
-    stmt = (
-        dialect_insert(_T)
-        .values(consumer=consumer, key=key, owner=owner, expires_at=now + lease)
-        .on_conflict_do_update(
-            index_elements=["consumer", "key"],
-            set_={"owner": owner, "expires_at": now + lease},
-            where=_T.c.expires_at < now,
-        )
-        .returning(_T.c.owner)
-    )
-    taken = (await uow.session.execute(stmt)).scalar_one_or_none()
-    return bool(taken == owner)
+async def admit(db: Database, consumer: str, key: str, owner: str, lease: timedelta) -> Admission:
+    """Whether ``key`` was processed at ``consumer``, else whether ``owner`` now holds its claim
+    (unless another owner holds a live one); decided with the admissions of other workers in
+    one transaction."""
+    request = ClaimRequest(consumer, key, owner, utc_now() + lease)
+    written = await db.group.commit(StagedWrites(claims=[request]))
+    return written.admissions[0]
 
 
 async def renew(uow: UnitOfWork, consumer: str, key: str, owner: str, lease: timedelta) -> None:

@@ -29,6 +29,8 @@ from sqlmodel import SQLModel
 # Importing the tables registers them in SQLModel's metadata.
 from outbox import tables as _tables  # noqa: F401
 from outbox.errors import DatabaseError
+from outbox.group_commit import GroupCommit, GroupCommitConfig
+from outbox.staged_writes import Committed
 
 SCHEMA_LOCK = 0x62616C6C  # "ball": the advisory lock that serializes schema changes
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -43,8 +45,8 @@ def sqlite_url(path: Path) -> str:
 class Database:
     """An async engine plus the hooks that run after each commit.
 
-    Commit hooks let the relay of the same process publish new outbox rows at
-    once instead of waiting for its next sweep.
+    Commit hooks hand the relay of the same process the outbox rows that just
+    committed, so it publishes them at once instead of looking for them.
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class Database:
         producer: str | None = None,
         pool_size: int = 20,
         echo: bool = False,
+        group_commit: GroupCommitConfig | None = None,
     ) -> None:
         self.url = make_url(url)
         self.producer = producer
@@ -63,16 +66,18 @@ class Database:
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self.engine: AsyncEngine = _create_engine(self.url, pool_size=pool_size, echo=echo)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._commit_hooks: list[Callable[[], None]] = []
+        self.group = GroupCommit(self.engine, lambda: self.safe_url, group_commit)
+        """Commits the staged writes of concurrent units of work together."""
+        self._commit_hooks: list[Callable[[list[Committed]], None]] = []
 
-    def on_commit(self, hook: Callable[[], None]) -> None:
-        """Call ``hook`` after every committed unit of work that wrote outbox rows."""
+    def on_commit(self, hook: Callable[[list[Committed]], None]) -> None:
+        """Call ``hook`` with the outbox rows of every unit of work that committed some."""
         self._commit_hooks.append(hook)
 
-    def notify_committed(self) -> None:
+    def notify_committed(self, rows: list[Committed]) -> None:
         """Run the commit hooks (called by `UnitOfWork`)."""
         for hook in self._commit_hooks:
-            hook()
+            hook(rows)
 
     async def create_app_tables(self) -> None:
         """Create the application's own SQLModel tables if missing.

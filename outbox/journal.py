@@ -11,8 +11,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import bindparam, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import update
 from sqlmodel import col, select
 
 from contracts.wire import utc_now
@@ -76,11 +76,27 @@ def record_step(
         started_at=started_at or now,
         finished_at=None if status is StepStatus.PENDING else now,
     )
-    uow.session.add(entry)
+    uow.add(entry)
     return entry
 
 
-async def finish_step(
+_T = JournalEntry.__table__  # type: ignore[attr-defined]  # SQLModel sets it at class creation
+_PENDING = (
+    (_T.c.task_id == bindparam("b_task_id"))
+    & (_T.c.seq == bindparam("b_seq"))
+    & (_T.c.status == StepStatus.PENDING.value)
+)
+_FINISH = (
+    update(_T)
+    .where(_PENDING)
+    .values(
+        status=bindparam("b_status"), outcome=bindparam("b_outcome"), finished_at=bindparam("b_at")
+    )
+)
+_FINISH_WITH_USAGE = _FINISH.values(usage=bindparam("b_usage"))
+
+
+def finish_step(
     uow: UnitOfWork,
     *,
     task_id: str,
@@ -90,15 +106,14 @@ async def finish_step(
     usage: dict[str, Any] | None = None,
 ) -> None:
     """Record the outcome of a pending step, committed with ``uow``."""
-    values: dict[str, Any] = {"status": status.value, "outcome": outcome, "finished_at": utc_now()}
-    if usage is not None:
-        values["usage"] = usage
-    await uow.session.execute(
-        update(JournalEntry)
-        .where(
-            col(JournalEntry.task_id) == task_id,
-            col(JournalEntry.seq) == seq,
-            col(JournalEntry.status) == StepStatus.PENDING.value,
-        )
-        .values(**values)
-    )
+    params = {
+        "b_task_id": task_id,
+        "b_seq": seq,
+        "b_status": status.value,
+        "b_outcome": outcome,
+        "b_at": utc_now(),
+    }
+    if usage is None:
+        uow.update(_FINISH, params)
+    else:
+        uow.update(_FINISH_WITH_USAGE, params | {"b_usage": usage})

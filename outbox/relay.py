@@ -8,6 +8,12 @@ share one table. SQLite has one writer, so one relay per database file; there
 the batch is read, published and marked in separate short transactions to keep
 the file free for writers during the publish.
 
+Rows committed by this process need no search: the commit hands them over
+(`offer`) and they are published at once, many in flight, and marked sent in a
+shared transaction (group commit). The search is a sweep for the rest: rows a
+crashed process left, rows whose publish failed, rows of other writers. The
+sweep leaves rows younger than ``sweep_min_age_s`` to the relay that wrote them.
+
 A crash between publish and mark-sent leaves the rows unsent: they are
 published again with the same ``Nats-Msg-Id`` and the stream drops the copies.
 """
@@ -18,7 +24,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -30,6 +36,7 @@ from contracts.wire import utc_now
 from outbox.database import Database
 from outbox.errors import DatabaseError, PublishError
 from outbox.publisher import JetStreamPublisher, Outgoing, Published
+from outbox.staged_writes import Committed, StagedWrites
 from outbox.tables import OutboxMessage
 
 log = structlog.get_logger("ballast.relay")
@@ -47,10 +54,12 @@ class RelayConfig:
     """Longest wait between rounds when nobody nudges (rows left by a crash, other writers)."""
     max_backoff_s: float = 5.0
     """Longest pause after a failed round (broker or database down)."""
+    sweep_min_age_s: float = 3.0
+    """Rows the sweep leaves to the relay of the process that committed them."""
 
 
 class Relay:
-    """Moves outbox rows to the broker. Run `run` as a background task; `nudge` after commits."""
+    """Moves outbox rows to the broker. Run `run` as a background task; `offer` after commits."""
 
     def __init__(
         self, db: Database, publisher: JetStreamPublisher, config: RelayConfig | None = None
@@ -59,22 +68,39 @@ class Relay:
         self._publisher = publisher
         self._config = config or RelayConfig()
         self._wake = asyncio.Event()
+        self._ready: list[Committed] = []
+        self._sweep_now = True
         self.published_total = 0
         """Rows marked sent by this relay since it started."""
         self.last_round_at: float | None = None
         """Monotonic time of the last round that completed (the relay's heartbeat)."""
 
+    def offer(self, rows: list[Committed]) -> None:
+        """Publish these just-committed rows next (a `Database.on_commit` hook)."""
+        self._ready += rows
+        self._wake.set()
+
     def nudge(self) -> None:
-        """Ask for a round now; cheap, safe to call from any commit."""
+        """Sweep now instead of at the next interval (the broker is back, say)."""
+        self._sweep_now = True
         self._wake.set()
 
     async def run(self) -> None:
         """Relay until cancelled; failures back off and retry, they never end the loop."""
         backoff = 0.0
+        loop = asyncio.get_running_loop()
+        next_sweep = loop.time()
         while True:
             self._wake.clear()
+            swept_all = True
             try:
-                sent = await self.relay_once()
+                if self._sweep_now or loop.time() >= next_sweep:
+                    self._sweep_now = False
+                    next_sweep = loop.time() + self._config.sweep_interval_s
+                    sent = await self._round(self._config.sweep_min_age_s)
+                    swept_all = sent < self._config.batch_size
+                elif self._ready:
+                    await self._publish_ready()
             except (PublishError, DatabaseError) as exc:
                 backoff = min(self._config.max_backoff_s, max(0.05, backoff * 2))
                 log.warning("relay.round_failed", error=str(exc), retry_in_s=backoff)
@@ -82,20 +108,46 @@ class Relay:
                 continue
             backoff = 0.0
             self.last_round_at = time.monotonic()
-            if sent >= self._config.batch_size:
+            self._sweep_now = self._sweep_now or not swept_all
+            if self._ready or self._sweep_now:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._config.sweep_interval_s)
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_sweep - loop.time()))
+
+    async def _publish_ready(self) -> int:
+        """Publish the rows handed over by commits, all in flight; mark them sent together."""
+        batch = self._ready[: self._config.batch_size]
+        del self._ready[: len(batch)]
+        results = await self._publisher.publish_batch([row.message for row in batch])
+        sent = [row.row_id for row, res in zip(batch, results, strict=True) if res.ok]
+        failed = [
+            (row.row_id, res.error)
+            for row, res in zip(batch, results, strict=True)
+            if res.error is not None
+        ]
+        try:
+            if sent:
+                await self._db.group.commit(StagedWrites(sent=sent))
+            if failed:  # left to the sweep, which retries them
+                async with self._db.session() as session, session.begin():
+                    await _record_failures(session, failed)
+        except sa_exc.SQLAlchemyError as exc:
+            raise DatabaseError(f"relay could not mark outbox rows: {exc}") from exc
+        return self._finish_round(batch, len(sent))
 
     async def relay_once(self) -> int:
         """Publish one batch of unsent rows; return how many were marked sent.
 
         Raises `PublishError` when rows were found but none could be published.
         """
+        return await self._round(0.0)
+
+    async def _round(self, min_age_s: float) -> int:
+        select_unsent = self._select_unsent(min_age_s)
         try:
             if self._db.is_sqlite:
-                return await self._round_unlocked()
-            return await self._round_locked()
+                return await self._round_unlocked(select_unsent)
+            return await self._round_locked(select_unsent)
         except sa_exc.SQLAlchemyError as exc:
             raise DatabaseError(f"relay could not read or mark outbox rows: {exc}") from exc
 
@@ -138,28 +190,29 @@ class Relay:
             return [unsent]
         return [unsent, or_(_T.c.producer == producer, _T.c.producer.is_(None))]
 
-    def _select_unsent(self) -> Any:
-        return (
+    def _select_unsent(self, min_age_s: float) -> Any:
+        query = (
             select(_T.c.id, _T.c.message_id, _T.c.subject, _T.c.payload, _T.c.headers)
             .where(*self._mine())
             .order_by(_T.c.id)
             .limit(self._config.batch_size)
         )
+        if min_age_s > 0:
+            query = query.where(_T.c.created_at < utc_now() - timedelta(seconds=min_age_s))
+        return query
 
-    async def _round_locked(self) -> int:
+    async def _round_locked(self, select_unsent: Any) -> int:
         async with self._db.session() as session, session.begin():
-            rows = (
-                await session.execute(self._select_unsent().with_for_update(skip_locked=True))
-            ).all()
+            rows = (await session.execute(select_unsent.with_for_update(skip_locked=True))).all()
             if not rows:
                 return 0
             results = await self._publisher.publish_batch([_outgoing(r) for r in rows])
             sent = await self._mark(session, rows, results)
         return self._finish_round(rows, sent)
 
-    async def _round_unlocked(self) -> int:
+    async def _round_unlocked(self, select_unsent: Any) -> int:
         async with self._db.session() as session:
-            rows = (await session.execute(self._select_unsent())).all()
+            rows = (await session.execute(select_unsent)).all()
             await session.commit()
         if not rows:
             return 0
@@ -172,21 +225,15 @@ class Relay:
         now = utc_now()
         sent_ids = [row.id for row, res in zip(rows, results, strict=True) if res.ok]
         failed = [
-            {"b_id": row.id, "b_error": res.error}
+            (row.id, res.error)
             for row, res in zip(rows, results, strict=True)
-            if not res.ok
+            if res.error is not None
         ]
         if sent_ids:
             await session.execute(
                 update(_T).where(_T.c.id.in_(sent_ids)).values(sent_at=now, last_error=None)
             )
-        if failed:
-            await session.execute(
-                update(_T)
-                .where(_T.c.id == bindparam("b_id"))
-                .values(attempts=_T.c.attempts + 1, last_error=bindparam("b_error")),
-                failed,
-            )
+        await _record_failures(session, failed)
         return len(sent_ids)
 
     def _finish_round(self, rows: Any, sent: int) -> int:
@@ -196,6 +243,17 @@ class Relay:
         if sent < len(rows):
             log.warning("relay.partial_round", sent=sent, failed=len(rows) - sent)
         return sent
+
+
+async def _record_failures(session: AsyncSession, failed: list[tuple[int, str]]) -> None:
+    """Count a failed attempt on each row and keep its error."""
+    if failed:
+        await session.execute(
+            update(_T)
+            .where(_T.c.id == bindparam("b_id"))
+            .values(attempts=_T.c.attempts + 1, last_error=bindparam("b_error")),
+            [{"b_id": row_id, "b_error": error} for row_id, error in failed],
+        )
 
 
 def _outgoing(row: Any) -> Outgoing:

@@ -13,15 +13,16 @@ from typing import Any, Self
 
 from opentelemetry import propagate
 from pydantic import BaseModel
-from sqlalchemy import delete, insert
+from sqlalchemy import Update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col, select
+from sqlmodel import SQLModel, select
 
 from contracts.wire import new_id, utc_now
 from outbox.database import Database
 from outbox.errors import AlreadyProcessedError, DatabaseError
-from outbox.tables import Claim, InboxEntry, OutboxMessage
+from outbox.staged_writes import StagedWrites, write
+from outbox.tables import InboxEntry
 
 
 class UnitOfWork:
@@ -35,9 +36,7 @@ class UnitOfWork:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._session: AsyncSession | None = None
-        self._outgoing: list[dict[str, Any]] = []
-        self._inbox: list[dict[str, Any]] = []
-        self._ended_claims: list[tuple[str, str]] = []
+        self._staged = StagedWrites()
         self._done = False
 
     @property
@@ -86,7 +85,7 @@ class UnitOfWork:
         headers = dict(headers or {})
         # The trace of whatever writes the message continues in whoever consumes it.
         propagate.inject(headers)
-        self._outgoing.append(
+        self._staged.outbox.append(
             {
                 "message_id": mid,
                 "subject": subject,
@@ -111,16 +110,25 @@ class UnitOfWork:
 
     def mark_processed(self, consumer: str, key: str, result: bytes | None = None) -> None:
         """Record that ``consumer`` processed ``key`` (ending any claim on it), with the rest."""
-        self._inbox.append(
+        self._staged.inbox.append(
             {"consumer": consumer, "key": key, "processed_at": utc_now(), "result": result}
         )
 
     def end_claim(self, consumer: str, key: str) -> None:
         """End any claim on ``key`` at ``consumer`` when this commits (it is not processed)."""
-        self._ended_claims.append((consumer, key))
+        self._staged.ended_claims.append((consumer, key))
+
+    def update(self, statement: Update, params: dict[str, Any]) -> None:
+        """Run ``statement`` with ``params`` when this commits (after the inserts); give the same
+        statement object each time so that concurrent units share one execution."""
+        self._staged.updates.append((statement, params))
+
+    def add(self, row: SQLModel) -> None:
+        """Insert ``row`` (a table model) when this commits; cheaper than ``session.add``."""
+        self._staged.add(row)
 
     async def commit(self) -> None:
-        """Write staged inbox entries and messages, then commit.
+        """Write the staged rows, then commit.
 
         Raises `AlreadyProcessedError` if another delivery of an input marked
         processed here committed first; nothing of this transaction is kept then.
@@ -128,28 +136,27 @@ class UnitOfWork:
         if self._done:
             raise RuntimeError("this unit of work has already committed")
         session = self.session
-        try:
-            if self._inbox:
-                try:
-                    await session.execute(insert(InboxEntry), self._inbox)
-                except sa_exc.IntegrityError as exc:
-                    first = self._inbox[0]
-                    raise AlreadyProcessedError(first["consumer"], first["key"]) from exc
-                # Processed: nobody is processing it any more.
-                self._ended_claims += [(e["consumer"], e["key"]) for e in self._inbox]
-            for consumer, key in self._ended_claims:
-                await session.execute(
-                    delete(Claim).where(col(Claim.consumer) == consumer, col(Claim.key) == key)
-                )
-            if self._outgoing:
-                await session.execute(insert(OutboxMessage), self._outgoing)
-            await session.commit()
-        except AlreadyProcessedError:
-            await session.rollback()
-            raise
-        except (sa_exc.OperationalError, sa_exc.InterfaceError, OSError) as exc:
-            await session.rollback()
-            raise DatabaseError(f"commit failed on {self._db.safe_url}: {exc}") from exc
+        if _untouched(session):
+            written = await self._db.group.commit(self._staged) if not self._staged.empty else None
+            committed = written.committed if written else []
+        else:
+            try:
+                committed = (
+                    await write(session, [self._staged], is_sqlite=self._db.is_sqlite)
+                ).committed
+                await session.commit()
+            except AlreadyProcessedError:
+                await session.rollback()
+                raise
+            except (sa_exc.OperationalError, sa_exc.InterfaceError, OSError) as exc:
+                await session.rollback()
+                raise DatabaseError(f"commit failed on {self._db.safe_url}: {exc}") from exc
         self._done = True
-        if self._outgoing:
-            self._db.notify_committed()
+        if committed:
+            self._db.notify_committed(committed)
+
+
+def _untouched(session: AsyncSession) -> bool:
+    """Whether the session ran no statement and holds no ORM changes (group commit can take
+    the unit's staged rows)."""
+    return not (session.in_transaction() or session.new or session.dirty or session.deleted)

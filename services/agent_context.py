@@ -697,7 +697,7 @@ class AgentContext:
         task_id = self.task.task_id
         outcome = self._rt.redact(outcome)
         async with UnitOfWork(self._rt.db) as uow:
-            await finish_step(uow, task_id=task_id, seq=step.seq, status=status, outcome=outcome)
+            finish_step(uow, task_id=task_id, seq=step.seq, status=status, outcome=outcome)
             await self.budget.settle(uow, self.key(step.seq), spent)
         entry = self._journal[step.seq]  # pending: recorded when the request was sent
         entry.status = status.value

@@ -202,7 +202,7 @@ class AgentConsumer(Consumer[TaskRequest]):
 
 async def _end_run(uow: UnitOfWork, result: TaskResult) -> None:
     """Record how the task ended on its run entry (sequence 0)."""
-    await finish_step(
+    finish_step(
         uow,
         task_id=result.task_id,
         seq=RUN_SEQ,

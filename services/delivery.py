@@ -41,7 +41,7 @@ from contracts.errors import ErrorCode, ErrorInfo
 from contracts.subjects import Header, dlq_subject
 from contracts.wire import utc_now
 from outbox import AlreadyProcessedError, Database, OutboxError, UnitOfWork, record_failure
-from outbox.claims import claim, release, renew
+from outbox.claims import admit, release, renew
 from services.errors import DeadlineExceededError, InvalidMessageError, TooLargeError
 from services.failure_info import describe_failure
 from services.metrics import Metrics
@@ -226,17 +226,17 @@ class Consumer(ABC, Generic[M]):
         key = self.key(message)
         waited = False
         while True:
-            async with UnitOfWork(self.db) as admission:
-                done = await admission.processed(self.service, key)
-                if done is not None:
-                    # Nothing runs again; the stored result answers the repeat (the
-                    # original answer may have aged out of its stream).
-                    log.info("delivery.repeat_answered", key=key)
-                    for out in self.repeat_outputs(message, done.result):
-                        admission.publish(out.subject, out.payload, headers=out.headers)
-                    return
-                if await claim(admission, self.service, key, owner, self.lease):
-                    break
+            admission = await admit(self.db, self.service, key, owner, self.lease)
+            if admission.processed:
+                # Nothing runs again; the stored result answers the repeat (the
+                # original answer may have aged out of its stream).
+                log.info("delivery.repeat_answered", key=key)
+                async with UnitOfWork(self.db) as uow:
+                    for out in self.repeat_outputs(message, admission.result):
+                        uow.publish(out.subject, out.payload, headers=out.headers)
+                return
+            if admission.claimed:
+                break
             if not waited:
                 log.info("delivery.busy_elsewhere", key=key)
                 waited = True

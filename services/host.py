@@ -32,6 +32,7 @@ from nats.js import JetStreamContext
 from contracts.subjects import Stream
 from contracts.wire import utc_now
 from outbox import Database, DatabaseError, JetStreamPublisher, OutboxError, Relay, RelayConfig
+from outbox.group_commit import GroupCommitConfig
 from outbox.retention import prune
 from outbox.schema import check_schema, upgrade
 from services import approvals, breakers, presence, rate_limits, registry
@@ -92,7 +93,13 @@ class ServiceHost:
         self.specs = list(specs)
         self.name = name
         # Replicas of a service share its name, so one relays what a dead one left.
-        self.db = Database(settings.resolved_database_url(), producer=name)
+        self.db = Database(
+            settings.resolved_database_url(),
+            producer=name,
+            group_commit=GroupCommitConfig(
+                max_units=settings.group_commit_max_units, window_s=settings.group_commit_window_s
+            ),
+        )
         self._stopping = False
         self.credentials = NatsCredentials.of(settings)
         self.metrics = Metrics()
@@ -174,7 +181,7 @@ class ServiceHost:
                 sweep_interval_s=self.settings.relay_sweep_interval_s,
             ),
         )
-        self.db.on_commit(self._relay.nudge)
+        self.db.on_commit(self._relay.offer)
         self._tasks.append(asyncio.create_task(_supervise("relay", self._relay.run)))
         if self.settings.retention_interval_s > 0:
             self._tasks.append(asyncio.create_task(_supervise("retention", self._prune_forever)))

@@ -72,6 +72,21 @@ class Settings(BaseSettings):
     )
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
     relay_sweep_interval_s: float = Field(default=1.0, gt=0)
+    group_commit_max_units: int = Field(
+        default=256,
+        ge=1,
+        le=10_000,
+        description="Most units of work (steps, calls) one shared transaction carries.",
+    )
+    group_commit_window_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=0.1,
+        description=(
+            "Extra wait to gather units for a shared transaction; 0 writes as soon as the "
+            "previous one committed."
+        ),
+    )
     ack_wait_s: float = Field(
         default=30.0,
         gt=0,

@@ -271,7 +271,7 @@ def _audit(uow: UnitOfWork, call: ToolCall, decision: Decision) -> None:
         reason=decision.reason,
         untrusted_context=call.untrusted_context,
     )
-    uow.session.add(
+    uow.add(
         AuditRecord(
             at=event.at,
             task_id=event.task_id,

@@ -112,7 +112,7 @@ class TestBrokerOutage:
         """Committing works without the broker; the relay retries and delivers everything."""
         bus = await make_bus(own_nats, reconnect_forever=True)
         relay = Relay(db, JetStreamPublisher(bus.js, ack_timeout_s=0.5), RelayConfig(batch_size=50))
-        db.on_commit(relay.nudge)
+        db.on_commit(relay.offer)
         running = asyncio.create_task(relay.run())
         try:
             await own_nats.stop()
@@ -135,7 +135,7 @@ class TestNudge:
     ) -> None:
         """With a sweep interval of a minute, a nudged relay still publishes at once."""
         relay = Relay(db, JetStreamPublisher(bus.js), RelayConfig(sweep_interval_s=60))
-        db.on_commit(relay.nudge)
+        db.on_commit(relay.offer)
         running = asyncio.create_task(relay.run())
         try:
             await asyncio.sleep(0.1)  # let the first (empty) round pass into its long wait

@@ -1,0 +1,90 @@
+"""Admission of an input: processed before (its stored result answers), or claimed, or busy.
+
+A worker may run an input only when the inbox has no entry for it and the
+worker holds its claim (`outbox.claims`). Both are decided for many inputs in
+two statements, so that the deliveries arriving together are admitted in one
+shared transaction (`outbox.group_commit`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Table, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from outbox.tables import Claim, InboxEntry
+
+_INBOX: Table = InboxEntry.__table__  # type: ignore[attr-defined]  # set by SQLModel
+_CLAIM: Table = Claim.__table__  # type: ignore[attr-defined]
+
+Executor = AsyncConnection | AsyncSession
+"""Where statements run: a connection (group commit) or a unit of work's session."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """A worker (``owner``) asks to run ``key`` at ``consumer`` until ``expires_at``."""
+
+    consumer: str
+    key: str
+    owner: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The answer to a `ClaimRequest`."""
+
+    processed: bool
+    """The input was processed before: answer with ``result``, run nothing."""
+    result: bytes | None
+    claimed: bool
+    """The worker holds the claim and may run the input."""
+
+
+async def admit_all(
+    executor: Executor, requests: Sequence[ClaimRequest], *, is_sqlite: bool, now: datetime
+) -> list[Admission]:
+    """Admit ``requests`` in the open transaction of ``executor`` (a connection or session).
+
+    A live claim of another owner wins; a lapsed one is taken over. Two requests
+    for the same input in one call: the first may claim it, the second is busy.
+    """
+    keys = list(dict.fromkeys((r.consumer, r.key) for r in requests))
+    rows = await executor.execute(
+        select(_INBOX.c.consumer, _INBOX.c.key, _INBOX.c.result).where(
+            tuple_(_INBOX.c.consumer, _INBOX.c.key).in_(keys)
+        )
+    )
+    done = {(row.consumer, row.key): row.result for row in rows}
+    wanted: dict[tuple[str, str], ClaimRequest] = {}
+    for request in requests:
+        wanted.setdefault((request.consumer, request.key), request)
+    to_claim = [r for k, r in wanted.items() if k not in done]
+    holders: dict[tuple[str, str], str] = {}
+    if to_claim:
+        dialect_insert = sqlite.insert if is_sqlite else postgresql.insert
+        stmt = dialect_insert(_CLAIM).values(
+            [
+                {"consumer": r.consumer, "key": r.key, "owner": r.owner, "expires_at": r.expires_at}
+                for r in to_claim
+            ]
+        )
+        upsert = stmt.on_conflict_do_update(
+            index_elements=["consumer", "key"],
+            set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
+            where=_CLAIM.c.expires_at < now,
+        ).returning(_CLAIM.c.consumer, _CLAIM.c.key, _CLAIM.c.owner)
+        holders = {(row.consumer, row.key): row.owner for row in await executor.execute(upsert)}
+    return [
+        Admission(
+            processed=(r.consumer, r.key) in done,
+            result=done.get((r.consumer, r.key)),
+            claimed=holders.get((r.consumer, r.key)) == r.owner,
+        )
+        for r in requests
+    ]

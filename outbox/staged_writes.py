@@ -1,0 +1,150 @@
+"""What a unit of work writes when it commits, and how it is written: for one unit or many.
+
+A unit stages its rows in memory (inbox entries, outbox messages, journal and
+audit rows, claims it ends) and writes them only at commit. Staged rows of many
+units can then go out together, one multi-row statement per table, in one
+transaction (`outbox.group_commit`): on this kind of machine each statement's
+round trip through the async driver costs far more than the database's own work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Table, Update, delete, insert, tuple_, update
+from sqlalchemy import exc as sa_exc
+from sqlmodel import SQLModel
+
+from contracts.wire import utc_now
+from outbox.admission import Admission, ClaimRequest, Executor, admit_all
+from outbox.errors import AlreadyProcessedError
+from outbox.publisher import Outgoing
+from outbox.tables import Claim, InboxEntry, OutboxMessage
+
+_INBOX: Table = InboxEntry.__table__  # type: ignore[attr-defined]  # set by SQLModel
+_OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
+_CLAIM: Table = Claim.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """An outbox row that has committed: what the relay of this process publishes next."""
+
+    row_id: int
+    message: Outgoing
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What writing staged rows decided: the outbox rows committed, the admissions."""
+
+    committed: list[Committed]
+    admissions: list[Admission]
+
+
+@dataclass(slots=True)
+class StagedWrites:
+    """The rows one unit of work writes at commit."""
+
+    inbox: list[dict[str, Any]] = field(default_factory=list)
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[tuple[Table, dict[str, Any]]] = field(default_factory=list)
+    """Other inserts (journal, audit), in the order they were staged."""
+    ended_claims: list[tuple[str, str]] = field(default_factory=list)
+    """(consumer, key) claims to end; processed inputs end theirs too."""
+    sent: list[int] = field(default_factory=list)
+    """Outbox rows the relay has published, to mark sent."""
+    updates: list[tuple[Update, dict[str, Any]]] = field(default_factory=list)
+    """Updates by a statement with bound parameters; units sharing a statement share one
+    multi-row execution. They run after the inserts."""
+    claims: list[ClaimRequest] = field(default_factory=list)
+    """Inputs to admit (`outbox.admission`); decided before anything else is written."""
+
+    def add(self, row: SQLModel) -> None:
+        """Stage the insert of a table model (its unset autoincrement key is left out)."""
+        table: Table = row.__table__  # type: ignore[attr-defined]
+        values = {c.name: getattr(row, c.name) for c in table.columns}
+        values = {k: v for k, v in values.items() if v is not None or not _generated(table, k)}
+        self.rows.append((table, values))
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.inbox
+            or self.outbox
+            or self.rows
+            or self.updates
+            or self.ended_claims
+            or self.sent
+            or self.claims
+        )
+
+
+def _generated(table: Table, name: str) -> bool:
+    column = table.c[name]
+    return bool(column.primary_key and column.autoincrement is True)
+
+
+async def write(executor: Executor, units: Sequence[StagedWrites], *, is_sqlite: bool) -> Written:
+    """Write the staged rows of ``units`` in the open transaction of ``executor``.
+
+    Returns the outbox rows written, with their ids, and the admissions, both in
+    staging order. Raises `AlreadyProcessedError` if an inbox entry exists
+    already (another delivery of the same input committed first); the caller
+    rolls back.
+    """
+    now = utc_now()
+    requests = [request for unit in units for request in unit.claims]
+    admissions = (
+        await admit_all(executor, requests, is_sqlite=is_sqlite, now=now) if requests else []
+    )
+    inbox = [entry for unit in units for entry in unit.inbox]
+    if inbox:
+        try:
+            await executor.execute(insert(_INBOX), inbox)
+        except sa_exc.IntegrityError as exc:
+            raise AlreadyProcessedError(inbox[0]["consumer"], inbox[0]["key"]) from exc
+    ended = [(e["consumer"], e["key"]) for e in inbox]
+    ended += [claim for unit in units for claim in unit.ended_claims]
+    if ended:
+        await executor.execute(
+            delete(_CLAIM).where(tuple_(_CLAIM.c.consumer, _CLAIM.c.key).in_(ended))
+        )
+    by_table: dict[Table, list[dict[str, Any]]] = {}
+    for unit in units:
+        for table, values in unit.rows:
+            by_table.setdefault(table, []).append(values)
+    for table, rows in by_table.items():
+        await executor.execute(insert(table), rows)
+    by_statement: dict[int, tuple[Update, list[dict[str, Any]]]] = {}
+    for unit in units:
+        for statement, params in unit.updates:
+            by_statement.setdefault(id(statement), (statement, []))[1].append(params)
+    for statement, many in by_statement.values():
+        await executor.execute(statement, many)
+    sent = [row_id for unit in units for row_id in unit.sent]
+    if sent:
+        await executor.execute(
+            update(_OUTBOX).where(_OUTBOX.c.id.in_(sent)).values(sent_at=now, last_error=None)
+        )
+    messages = [row for unit in units for row in unit.outbox]
+    if not messages:
+        return Written([], admissions)
+    result = await executor.execute(
+        insert(_OUTBOX).returning(_OUTBOX.c.id, sort_by_parameter_order=True), messages
+    )
+    committed = [
+        Committed(
+            row_id,
+            Outgoing(
+                message_id=row["message_id"],
+                subject=row["subject"],
+                payload=row["payload"],
+                headers=row["headers"],
+            ),
+        )
+        for row_id, row in zip(result.scalars().all(), messages, strict=True)
+    ]
+    return Written(committed, admissions)

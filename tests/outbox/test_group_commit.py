@@ -1,0 +1,115 @@
+"""Group commit: concurrent units of work share transactions, and each keeps its own outcome."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from outbox import (
+    AlreadyProcessedError,
+    Database,
+    DatabaseError,
+    InboxEntry,
+    OutboxMessage,
+    UnitOfWork,
+    sqlite_url,
+)
+from outbox.claims import admit
+from tests.outbox.conftest import Widget, widget_count
+
+UNITS = 60
+
+
+async def _count(db: Database, model: type[InboxEntry] | type[OutboxMessage]) -> int:
+    async with db.session() as session:
+        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def _unit(db: Database, n: int) -> None:
+    async with UnitOfWork(db) as uow:
+        uow.mark_processed("consumer", f"key-{n}", f"result-{n}".encode())
+        uow.publish("out.subject", f"payload-{n}".encode(), message_id=f"msg-{n}")
+
+
+class TestSharedTransactions:
+    async def test_concurrent_units_commit_together_and_all_rows_are_kept(
+        self, db: Database
+    ) -> None:
+        """Sixty units committing at once take fewer transactions than units, and lose nothing."""
+        handed_over: list[str] = []
+        db.on_commit(lambda rows: handed_over.extend(r.message.message_id for r in rows))
+        await asyncio.gather(*(_unit(db, n) for n in range(UNITS)))
+        assert db.group.units == UNITS
+        assert db.group.transactions < UNITS
+        assert await _count(db, InboxEntry) == UNITS
+        assert await _count(db, OutboxMessage) == UNITS
+        # The relay is handed every committed row once, with the id the database gave it.
+        assert sorted(handed_over) == sorted(f"msg-{n}" for n in range(UNITS))
+
+    async def test_a_repeated_input_fails_its_own_unit_only(self, db: Database) -> None:
+        """One unit of a shared transaction marks an input processed twice: it alone fails."""
+        await _unit(db, 7)
+        outcomes = await asyncio.gather(
+            *(_unit(db, n) for n in range(UNITS)), return_exceptions=True
+        )
+        failed = [n for n, outcome in enumerate(outcomes) if outcome is not None]
+        assert failed == [7]
+        assert isinstance(outcomes[7], AlreadyProcessedError)
+        assert await _count(db, InboxEntry) == UNITS
+        assert await _count(db, OutboxMessage) == UNITS
+
+    async def test_a_unit_with_its_own_statements_commits_on_its_own(self, db: Database) -> None:
+        """Business rows written through the session commit with the unit's staged rows."""
+        async with UnitOfWork(db) as uow:
+            uow.session.add(Widget(name="effect"))
+            uow.mark_processed("consumer", "own", None)
+        assert db.group.units == 0
+        assert await widget_count(db) == 1
+        assert await _count(db, InboxEntry) == 1
+
+
+class TestAdmission:
+    async def test_one_worker_of_many_claims_an_input(self, db: Database) -> None:
+        """Workers asking for the same input at once: exactly one may run it."""
+        lease = timedelta(seconds=30)
+        admissions = await asyncio.gather(
+            *(admit(db, "consumer", "same", f"worker-{i}", lease) for i in range(10))
+        )
+        assert sum(a.claimed for a in admissions) == 1
+        assert not any(a.processed for a in admissions)
+
+    async def test_a_processed_input_is_answered_with_its_result(self, db: Database) -> None:
+        await _unit(db, 1)
+        admission = await admit(db, "consumer", "key-1", "late", timedelta(seconds=30))
+        assert admission.processed
+        assert admission.result == b"result-1"
+        assert not admission.claimed
+
+    async def test_a_lapsed_claim_is_taken_over(self, db: Database) -> None:
+        """A claim whose worker went quiet past its lease no longer blocks the input."""
+        first = await admit(db, "consumer", "k", "crashed", timedelta(seconds=-1))
+        second = await admit(db, "consumer", "k", "next", timedelta(seconds=30))
+        third = await admit(db, "consumer", "k", "another", timedelta(seconds=30))
+        assert (first.claimed, second.claimed, third.claimed) == (True, True, False)
+
+
+@pytest.mark.parametrize("units", [1, 3])
+async def test_failed_shared_transaction_reports_to_every_unit(
+    db: Database, tmp_path: Path, units: int
+) -> None:
+    """A commit that fails for all (no database there) fails every waiting unit."""
+    # A directory is no SQLite file; a database that does not exist is no PostgreSQL one.
+    url = sqlite_url(tmp_path) if db.is_sqlite else db.url.set(database="ballast_no_such_db")
+    broken = Database(url)
+    try:
+        outcomes = await asyncio.gather(
+            *(_unit(broken, n) for n in range(units)), return_exceptions=True
+        )
+    finally:
+        await broken.dispose()
+    assert all(isinstance(o, DatabaseError) for o in outcomes), outcomes
+    assert broken.group.units == 0
