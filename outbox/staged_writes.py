@@ -69,6 +69,10 @@ class StagedWrites:
         values = {k: v for k, v in values.items() if v is not None or not _generated(table, k)}
         self.rows.append((table, values))
 
+    def insert(self, model: type[SQLModel], values: dict[str, Any]) -> None:
+        """Stage the insert of a row given as column values (no model instance is built)."""
+        self.rows.append((model.__table__, values))  # type: ignore[attr-defined]
+
     @property
     def empty(self) -> bool:
         return not (

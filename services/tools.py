@@ -271,19 +271,20 @@ def _audit(uow: UnitOfWork, call: ToolCall, decision: Decision) -> None:
         reason=decision.reason,
         untrusted_context=call.untrusted_context,
     )
-    uow.add(
-        AuditRecord(
-            at=event.at,
-            task_id=event.task_id,
-            call_id=event.call_id,
-            agent=event.agent,
-            tool=event.tool,
-            user_id=event.user_id,
-            tenant=event.tenant,
-            verdict=event.verdict.value,
-            rule=event.rule,
-            reason=event.reason,
-        )
+    uow.insert(
+        AuditRecord,
+        {
+            "at": event.at,
+            "task_id": event.task_id,
+            "call_id": event.call_id,
+            "agent": event.agent,
+            "tool": event.tool,
+            "user_id": event.user_id,
+            "tenant": event.tenant,
+            "verdict": event.verdict.value,
+            "rule": event.rule,
+            "reason": event.reason,
+        },
     )
     uow.publish(
         event_subject("auth", decision.verdict.value), event, headers={Header.TASK_ID: call.task_id}
