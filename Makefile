@@ -6,6 +6,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+PEERS  := .venv-peers
 
 .PHONY: run up test lint typecheck pytest bench schema clean
 
@@ -33,11 +34,19 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-bench: $(STAMP)
-	$(BIN)/python -m bench
+# The peers (taskiq, DBOS) get a virtualenv of their own: their dependencies must not
+# change what Ballast's own processes import.
+$(PEERS)/.installed: pyproject.toml constraints.txt
+	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS)/bin/python -m pip install --quiet -c constraints.txt -e '.[bench]'
+	touch $@
+
+bench: $(STAMP) $(PEERS)/.installed
+	BALLAST_BENCH_PEERS_PYTHON=$(PEERS)/bin/python $(BIN)/python -m bench
 
 schema: $(STAMP)
 	$(BIN)/ballast schema export
 
 clean:
-	rm -rf $(VENV) .ballast .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS) .ballast .mypy_cache .pytest_cache .ruff_cache

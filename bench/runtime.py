@@ -2,10 +2,10 @@
 
 - Tasks/s for the demo's shape: one model step (scripted, zero latency) and three
   tool calls to a no-op tool, agent and tool hosted in one process.
-- Overhead per step: tasks run one at a time (low load), each making ten no-op
-  tool calls; a step's time is from its journal entry being written to its
-  outcome being written (the call's whole round trip through outbox, relay,
-  broker, tool host and back).
+- Overhead per step: tasks making ten no-op tool calls each, run one at a time
+  (low load) or arriving steadily at 80% of the host's maximum rate; a step's
+  time is from its journal entry being written to its outcome being written (the
+  call's whole round trip through outbox, relay, broker, tool host and back).
 """
 
 from __future__ import annotations
@@ -108,11 +108,54 @@ async def step_overhead_ms(server: EmbeddedNats, database_url: str, tasks: int) 
                 request = TaskRequest(agent=agent, principal=PRINCIPAL)
                 await client.run(request, timeout_s=60)
                 ids.append(request.task_id)
-            async with host.db.session() as session:
-                rows = await session.execute(
-                    select(JournalEntry).where(col(JournalEntry.task_id).in_(ids))
-                )
-                entries = rows.scalars().all()
+            return await _tool_steps_ms(host, ids)
+
+
+async def step_overhead_at_load_ms(
+    server: EmbeddedNats, database_url: str, tasks: int, fraction: float
+) -> tuple[float, list[float]]:
+    """Per-step round trips (ms) at ``fraction`` of the maximum rate, and that maximum.
+
+    The maximum is measured first in the same host: ``tasks`` tasks of ten tool calls
+    submitted at once. Then as many tasks are submitted at a steady ``fraction`` of
+    that rate (an open loop: a slow step does not slow the arrivals down).
+    """
+    app, agent = _app(tool_calls=10, model_step=False)
+    with tempfile.TemporaryDirectory(prefix="ballast-bench-") as tmp:
+        settings = _settings(server, database_url, Path(tmp))
+        async with (
+            ServiceHost(settings, app.specs, name="bench") as host,
+            BallastClient(server.url, signer=resolve_keys(settings).signer) as client,
+        ):
+            burst = [TaskRequest(agent=agent, principal=PRINCIPAL) for _ in range(tasks)]
+            started = time.perf_counter()
+            await _run_all(client, burst, interval_s=0.0)
+            maximum = rate(tasks, started)
+            steady = [TaskRequest(agent=agent, principal=PRINCIPAL) for _ in range(tasks)]
+            await _run_all(client, steady, interval_s=1 / (maximum * fraction))
+            return maximum, await _tool_steps_ms(host, [r.task_id for r in steady])
+
+
+async def _run_all(client: BallastClient, requests: list[TaskRequest], interval_s: float) -> None:
+    """Submit ``requests`` one every ``interval_s`` and wait until all completed."""
+    loop = asyncio.get_running_loop()
+    waits = [asyncio.create_task(client.wait(r.task_id, timeout_s=600)) for r in requests]
+    start = loop.time()
+    for i, request in enumerate(requests):
+        await asyncio.sleep(max(0.0, start + i * interval_s - loop.time()))
+        await client.submit(request)
+    results = await asyncio.gather(*waits)
+    if any(r.status is not TaskStatus.COMPLETED for r in results):
+        raise RuntimeError("a benchmark task did not complete")
+
+
+async def _tool_steps_ms(host: ServiceHost, task_ids: list[str]) -> list[float]:
+    """How long each tool step of these tasks took, from its journal entry to its outcome."""
+    async with host.db.session() as session:
+        rows = await session.execute(
+            select(JournalEntry).where(col(JournalEntry.task_id).in_(task_ids))
+        )
+        entries = rows.scalars().all()
     return [
         (e.finished_at - e.started_at).total_seconds() * 1000
         for e in entries

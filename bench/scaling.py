@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench.common import RUNS, fresh_broker
 from bench.databases import postgres_database
+from bench.processes import spawn_service
 from contracts import Principal, TaskRequest, TaskStatus
 from services.client import BallastClient
 from services.embedded import EmbeddedNats
@@ -26,14 +26,6 @@ from services.identity import SigningKey
 TASKS = int(os.environ.get("BALLAST_BENCH_SCALING_TASKS", "600"))
 TOOL_POOL = os.environ.get("BALLAST_BENCH_TOOL_POOL", "8")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-async def _spawn(target: str, env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
-    with log.open("a") as out:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.cli", "run", target,
-            cwd=ROOT, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
 
 
 async def tasks_per_second(server: EmbeddedNats, database_url: str, tool_replicas: int) -> float:
@@ -47,9 +39,9 @@ async def tasks_per_second(server: EmbeddedNats, database_url: str, tool_replica
             "BALLAST_TRUSTED_KEYS": f'["{key.public_key}"]',
             "BALLAST_BENCH_TOOL_POOL": TOOL_POOL,
         }
-        procs = [await _spawn("bench.scaling_app:caller", env, Path(tmp) / "agent.log")]
+        procs = [await spawn_service("bench.scaling_app:caller", env, Path(tmp) / "agent.log")]
         procs += [
-            await _spawn("bench.scaling_app:remote_api", env, Path(tmp) / f"tool-{i}.log")
+            await spawn_service("bench.scaling_app:remote_api", env, Path(tmp) / f"tool-{i}.log")
             for i in range(tool_replicas)
         ]
         try:

@@ -9,15 +9,13 @@ schema, so it is stamped at that revision and upgraded from there.
 
 from __future__ import annotations
 
+import re
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from outbox.database import Database
@@ -27,29 +25,53 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "ballast_alembic_version"
 FIRST_REVISION = "0001"
 _SENTINEL_TABLE = "ballast_outbox"
+_REVISION = re.compile(r'^(down_)?revision = (?:"(\w+)"|None)$', re.MULTILINE)
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """Alembic configured for Ballast's migrations, running on ``connection``."""
+    from alembic.config import Config  # Alembic only when migrating
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
     return config
 
 
+@cache
 def head_revision() -> str:
-    """The revision this code needs."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None
-    return head
+    """The revision this code needs: the one no migration builds on.
+
+    Read from the migration files' ``revision`` lines, not through Alembic: every
+    service checks it at start, and Alembic costs a service about 9 MB of memory.
+    """
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        for down, revision in _REVISION.findall(path.read_text()):
+            if revision:
+                (parents if down else revisions).add(revision)
+    heads = revisions - parents
+    if len(heads) != 1:
+        raise RuntimeError(f"the migrations must have one head, found {sorted(heads)}")
+    return heads.pop()
 
 
 def _current(connection: Connection) -> str | None:
-    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-    return context.get_current_revision()
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    revision: str | None = connection.execute(
+        text("SELECT version_num FROM " + VERSION_TABLE)
+    ).scalar()
+    return revision
 
 
 def _upgrade(connection: Connection) -> None:
+    from alembic import command  # Alembic only when migrating
+
     if _current(connection) is None and inspect(connection).has_table(_SENTINEL_TABLE):
         command.stamp(alembic_config(connection), FIRST_REVISION)
     command.upgrade(alembic_config(connection), "head")
@@ -77,7 +99,8 @@ async def upgrade(db: Database) -> str:
 
     Safe when several processes start at once: they take turns (`Database.lock_schema`).
     """
-    await _run(db, "migrating", _upgrade, lock=True)
+    if await current_revision(db) != head_revision():
+        await _run(db, "migrating", _upgrade, lock=True)
     return head_revision()
 
 

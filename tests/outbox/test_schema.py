@@ -3,10 +3,13 @@ database created before migrations existed is adopted."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from contracts import TaskRequest
@@ -109,3 +112,29 @@ def test_ballast_db_upgrade_and_current_on_the_command_line(empty_database_url: 
     assert after.returncode == 0
     again = ballast("db", "upgrade", env=env)
     assert f"already at revision {head_revision()}" in again.stdout
+
+
+def test_the_head_read_from_the_files_is_alembics_head() -> None:
+    """Services read the head from the migration files (no Alembic at start); it must agree."""
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def test_a_service_start_on_a_current_schema_does_not_load_alembic(database_url: str) -> None:
+    """Checking or re-applying a current schema reads one row; Alembic stays unimported (about
+    9 MB of every service's memory)."""
+    probe = (
+        "import asyncio, sys\n"
+        "from outbox import Database\n"
+        "from outbox.schema import check_schema, upgrade\n"
+        "async def main():\n"
+        f"    db = Database({database_url!r})\n"
+        "    await check_schema(db)\n"
+        "    await upgrade(db)\n"
+        "    await db.dispose()\n"
+        "asyncio.run(main())\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "False"
