@@ -15,7 +15,8 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from pydantic import BaseModel, JsonValue
@@ -70,45 +71,40 @@ def _app(tool_calls: int, *, model_step: bool) -> tuple[Ballast, str]:
     return app, agent
 
 
-def _settings(server: EmbeddedNats, database_url: str, data_dir: Path) -> Settings:
-    return Settings(nats_url=server.url, database_url=database_url, data_dir=data_dir)
-
-
-async def task_rate(server: EmbeddedNats, database_url: str, tasks: int) -> float:
-    """Demo-shaped tasks (1 model step + 3 tool calls) per second, all submitted at once."""
-    app, agent = _app(tool_calls=3, model_step=True)
+@asynccontextmanager
+async def _hosted(
+    server: EmbeddedNats, database_url: str, *, tool_calls: int, model_step: bool
+) -> AsyncIterator[tuple[ServiceHost, BallastClient, str]]:
+    """The agent and its tool hosted in this process, a client, and the agent's name."""
+    app, agent = _app(tool_calls, model_step=model_step)
     with tempfile.TemporaryDirectory(prefix="ballast-bench-") as tmp:
-        settings = _settings(server, database_url, Path(tmp))
-        async with (
-            ServiceHost(settings, app.specs, name="bench"),
-            BallastClient(server.url, signer=resolve_keys(settings).signer) as client,
-        ):
-            requests = [TaskRequest(agent=agent, principal=PRINCIPAL) for _ in range(tasks)]
-            started = time.perf_counter()
-            waits = [asyncio.create_task(client.wait(r.task_id, timeout_s=600)) for r in requests]
-            await asyncio.gather(*(client.submit(r) for r in requests))
-            results = await asyncio.gather(*waits)
-            result = rate(tasks, started)
-    if any(r.status is not TaskStatus.COMPLETED for r in results):
-        raise RuntimeError("a benchmark task did not complete")
-    return result
-
-
-async def step_overhead_ms(server: EmbeddedNats, database_url: str, tasks: int) -> list[float]:
-    """Per-step round trips (ms) of tasks run one at a time, ten tool calls each."""
-    app, agent = _app(tool_calls=10, model_step=False)
-    with tempfile.TemporaryDirectory(prefix="ballast-bench-") as tmp:
-        settings = _settings(server, database_url, Path(tmp))
+        settings = Settings(nats_url=server.url, database_url=database_url, data_dir=Path(tmp))
         async with (
             ServiceHost(settings, app.specs, name="bench") as host,
             BallastClient(server.url, signer=resolve_keys(settings).signer) as client,
         ):
-            ids = []
-            for _ in range(tasks):
-                request = TaskRequest(agent=agent, principal=PRINCIPAL)
-                await client.run(request, timeout_s=60)
-                ids.append(request.task_id)
-            return await _tool_steps_ms(host, ids)
+            yield host, client, agent
+
+
+async def task_rate(server: EmbeddedNats, database_url: str, tasks: int) -> float:
+    """Demo-shaped tasks (1 model step + 3 tool calls) per second, all submitted at once."""
+    async with _hosted(server, database_url, tool_calls=3, model_step=True) as (_, client, agent):
+        requests = [TaskRequest(agent=agent, principal=PRINCIPAL) for _ in range(tasks)]
+        started = time.perf_counter()
+        await _run_all(client, requests, interval_s=0.0)
+        return rate(tasks, started)
+
+
+async def step_overhead_ms(server: EmbeddedNats, database_url: str, tasks: int) -> list[float]:
+    """Per-step round trips (ms) of tasks run one at a time, ten tool calls each."""
+    async with _hosted(server, database_url, tool_calls=10, model_step=False) as hosted:
+        host, client, agent = hosted
+        ids = []
+        for _ in range(tasks):
+            request = TaskRequest(agent=agent, principal=PRINCIPAL)
+            await client.run(request, timeout_s=60)
+            ids.append(request.task_id)
+        return await _tool_steps_ms(host, ids)
 
 
 async def step_overhead_at_load_ms(
@@ -120,20 +116,15 @@ async def step_overhead_at_load_ms(
     submitted at once. Then as many tasks are submitted at a steady ``fraction`` of
     that rate (an open loop: a slow step does not slow the arrivals down).
     """
-    app, agent = _app(tool_calls=10, model_step=False)
-    with tempfile.TemporaryDirectory(prefix="ballast-bench-") as tmp:
-        settings = _settings(server, database_url, Path(tmp))
-        async with (
-            ServiceHost(settings, app.specs, name="bench") as host,
-            BallastClient(server.url, signer=resolve_keys(settings).signer) as client,
-        ):
-            burst = [TaskRequest(agent=agent, principal=PRINCIPAL) for _ in range(tasks)]
-            started = time.perf_counter()
-            await _run_all(client, burst, interval_s=0.0)
-            maximum = rate(tasks, started)
-            steady = [TaskRequest(agent=agent, principal=PRINCIPAL) for _ in range(tasks)]
-            await _run_all(client, steady, interval_s=1 / (maximum * fraction))
-            return maximum, await _tool_steps_ms(host, [r.task_id for r in steady])
+    async with _hosted(server, database_url, tool_calls=10, model_step=False) as hosted:
+        host, client, agent = hosted
+        burst = [TaskRequest(agent=agent, principal=PRINCIPAL) for _ in range(tasks)]
+        started = time.perf_counter()
+        await _run_all(client, burst, interval_s=0.0)
+        maximum = rate(tasks, started)
+        steady = [TaskRequest(agent=agent, principal=PRINCIPAL) for _ in range(tasks)]
+        await _run_all(client, steady, interval_s=1 / (maximum * fraction))
+        return maximum, await _tool_steps_ms(host, [r.task_id for r in steady])
 
 
 async def _run_all(client: BallastClient, requests: list[TaskRequest], interval_s: float) -> None:

@@ -31,7 +31,8 @@ from tests.helpers import PRINCIPAL, TEST_KEY, TRUST_TEST_KEY, eventually, subje
 from tests.procs.chaos_app import effects_per_ref
 
 ROOT = Path(__file__).resolve().parents[2]
-TASKS = 100
+TASKS = 300
+"""Enough that all five kills land while tasks still run, however fast a host catches up."""
 DONE = "ballast.event.task.completed"
 
 
@@ -134,7 +135,7 @@ async def consumer_ready(js: JetStreamContext, stream: Stream, name: str) -> boo
 async def test_killed_hosts_lose_nothing_and_repeat_nothing(
     own_nats: EmbeddedNats, tmp_path: Path, victim: str
 ) -> None:
-    """100 tasks; the agent host (or the tool host) is killed with SIGKILL five times while
+    """300 tasks; the agent host (or the tool host) is killed with SIGKILL five times while
     they run and started again each time."""
     agent_db, tool_db = sqlite_url(tmp_path / "agent.db"), sqlite_url(tmp_path / "tool.db")
     agent = Service(
