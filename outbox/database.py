@@ -118,7 +118,8 @@ class Database:
         return self.sessions()
 
     async def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Write what waits in the group commit, then close every pooled connection."""
+        await self.group.flush()
         await self.engine.dispose()
 
 
