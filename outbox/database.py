@@ -118,8 +118,7 @@ class Database:
         return self.sessions()
 
     async def dispose(self) -> None:
-        """Write what waits in the group commit, then close every pooled connection."""
-        await self.group.flush()
+        """Close every pooled connection."""
         await self.engine.dispose()
 
 
