@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, Update, delete, insert, tuple_, update
+from sqlalchemy import Column, Table, Update, delete, insert, tuple_, update
 from sqlalchemy import exc as sa_exc
 from sqlmodel import SQLModel
 
@@ -65,8 +65,11 @@ class StagedWrites:
     def add(self, row: SQLModel) -> None:
         """Stage the insert of a table model (its unset autoincrement key is left out)."""
         table: Table = row.__table__  # type: ignore[attr-defined]
-        values = {c.name: getattr(row, c.name) for c in table.columns}
-        values = {k: v for k, v in values.items() if v is not None or not _generated(table, k)}
+        values = {
+            c.name: value
+            for c in table.columns
+            if (value := getattr(row, c.name)) is not None or not _generated(c)
+        }
         self.rows.append((table, values))
 
     def insert(self, model: type[SQLModel], values: dict[str, Any]) -> None:
@@ -86,8 +89,7 @@ class StagedWrites:
         )
 
 
-def _generated(table: Table, name: str) -> bool:
-    column = table.c[name]
+def _generated(column: Column[Any]) -> bool:
     return bool(column.primary_key and column.autoincrement is True)
 
 
