@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import structlog
 from sqlalchemy import event, make_url, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
@@ -35,6 +36,10 @@ from outbox.staged_writes import Committed
 SCHEMA_LOCK = 0x62616C6C  # "ball": the advisory lock that serializes schema changes
 SQLITE_BUSY_TIMEOUT_S = 30.0
 """How long a SQLite transaction waits for another process's write lock."""
+FLUSH_TIMEOUT_S = 5.0
+"""Longest wait for deferred writes (rows to mark sent) when the database closes."""
+
+log = structlog.get_logger("ballast.database")
 
 
 def sqlite_url(path: Path) -> str:
@@ -118,7 +123,10 @@ class Database:
         return self.sessions()
 
     async def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Write what waits in the group commit (for at most a few seconds), then close
+        every pooled connection."""
+        if not await self.group.flush(FLUSH_TIMEOUT_S):
+            log.warning("database.deferred_writes_left", timeout_s=FLUSH_TIMEOUT_S)
         await self.engine.dispose()
 
 

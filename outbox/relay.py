@@ -125,15 +125,21 @@ class Relay:
             for row, res in zip(batch, results, strict=True)
             if res.error is not None
         ]
-        try:
-            if sent:
-                await self._db.group.commit(StagedWrites(sent=sent))
-            if failed:  # left to the sweep, which retries them
+        self._mark_sent(sent)
+        if failed:  # left to the sweep, which retries them
+            try:
                 async with self._db.session() as session, session.begin():
                     await _record_failures(session, failed)
-        except sa_exc.SQLAlchemyError as exc:
-            raise DatabaseError(f"relay could not mark outbox rows: {exc}") from exc
+            except sa_exc.SQLAlchemyError as exc:
+                raise DatabaseError(f"relay could not mark outbox rows: {exc}") from exc
         return self._finish_round(batch, len(sent))
+
+    def _mark_sent(self, row_ids: list[int]) -> None:
+        """Mark these rows sent with the next shared transaction: the rows that commits
+        wait for go first. If marking fails, the rows stay unsent and the sweep publishes
+        them again; the stream drops the copies by their ``Nats-Msg-Id``."""
+        if row_ids:
+            self._db.group.defer(StagedWrites(sent=row_ids))
 
     async def relay_once(self) -> int:
         """Publish one batch of unsent rows; return how many were marked sent.
@@ -158,6 +164,7 @@ class Relay:
         while loop.time() < deadline:
             with contextlib.suppress(PublishError, DatabaseError):
                 await self.relay_once()
+            await self._db.group.flush(max(0.0, deadline - loop.time()))
             if await self.unsent_count() == 0:
                 return 0
             await asyncio.sleep(0.05)

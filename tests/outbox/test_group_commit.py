@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from outbox import (
     AlreadyProcessedError,
@@ -19,9 +21,13 @@ from outbox import (
     sqlite_url,
 )
 from outbox.claims import admit
+from outbox.journal import StepStatus, record_step
+from outbox.staged_writes import StagedWrites
+from tests.helpers import eventually
 from tests.outbox.conftest import Widget, widget_count
 
 UNITS = 60
+_ID = col(OutboxMessage.id)
 
 
 async def _count(db: Database, model: type[InboxEntry] | type[OutboxMessage]) -> int:
@@ -62,6 +68,22 @@ class TestSharedTransactions:
         assert await _count(db, InboxEntry) == UNITS
         assert await _count(db, OutboxMessage) == UNITS
 
+    async def test_a_clashing_row_fails_its_own_unit_only(self, db: Database) -> None:
+        """A journal step recorded twice (two deliveries of one run) fails that unit alone."""
+
+        async def step(seq: int) -> None:
+            async with UnitOfWork(db) as uow:
+                record_step(
+                    uow, task_id="t", seq=seq, kind="step", name="s", request=None,
+                    status=StepStatus.COMPLETED,
+                )  # fmt: skip
+
+        await step(3)
+        outcomes = await asyncio.gather(*(step(n) for n in range(10)), return_exceptions=True)
+        assert [n for n, outcome in enumerate(outcomes) if outcome is not None] == [3]
+        assert isinstance(outcomes[3], IntegrityError)
+        assert db.group.units == 10, "the nine others and the first write of step 3"
+
     async def test_a_unit_with_its_own_statements_commits_on_its_own(self, db: Database) -> None:
         """Business rows written through the session commit with the unit's staged rows."""
         async with UnitOfWork(db) as uow:
@@ -70,6 +92,39 @@ class TestSharedTransactions:
         assert db.group.units == 0
         assert await widget_count(db) == 1
         assert await _count(db, InboxEntry) == 1
+
+
+class TestDeferredWrites:
+    async def test_they_ride_along_with_the_next_commit_or_go_alone_later(
+        self, db: Database
+    ) -> None:
+        """Marking rows sent waits for a commit somebody waits for, or for its own turn."""
+        await _unit(db, 1)
+        await _unit(db, 2)
+        first, second = await _outbox_ids(db)
+        db.group.defer(StagedWrites(sent=[first]))
+        await _unit(db, 3)
+        assert db.group.transactions == 3, "the mark rode along with the third unit"
+        assert await _unsent(db) == {second, first + 2}
+        db.group.defer(StagedWrites(sent=[second]))
+        await eventually(lambda: _is_unsent(db, second, False), timeout_s=5, what="the mark, alone")
+        assert db.group.transactions == 4
+
+
+async def _outbox_ids(db: Database) -> list[int]:
+    async with db.session() as session:
+        rows = await session.scalars(select(_ID).order_by(_ID))
+        return [row for row in rows if row is not None]
+
+
+async def _unsent(db: Database) -> set[int]:
+    async with db.session() as session:
+        rows = await session.scalars(select(_ID).where(col(OutboxMessage.sent_at).is_(None)))
+        return {row for row in rows if row is not None}
+
+
+async def _is_unsent(db: Database, row_id: int, expected: bool) -> bool:
+    return (row_id in await _unsent(db)) is expected
 
 
 class TestAdmission:

@@ -146,9 +146,13 @@ async def test_metrics_endpoint_counts_messages_pool_dlq_tokens_and_outbox(
         async def settled() -> bool:
             now = await scraped()
             dead = now.get(("ballast_dlq_depth", frozenset({("service", f"tool-{poison}")})))
-            return dead == 1 and now.get(("ballast_outbox_unsent", frozenset())) == 0
+            outbox = (
+                now.get(("ballast_outbox_unsent", frozenset())),
+                now.get(("ballast_outbox_lag_seconds", frozenset())),
+            )
+            return dead == 1 and outbox == (0, 0)
 
-        await eventually(settled, timeout_s=10, what="the DLQ depth and an empty outbox")
+        await eventually(settled, timeout_s=10, what="the DLQ depth and an empty outbox, no lag")
         m = await scraped()
 
     def one(name: str, **labels: str) -> float:
