@@ -19,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import backlog, processes
+from bench import backlog, floors, processes
 from bench.common import RUNS, Figure, fresh_broker, machine, repeat
 from bench.databases import postgres_available, postgres_database, sqlite_database
 from bench.raw_nats import consume_rate, publish_rate, round_trip_ms
@@ -72,6 +72,7 @@ async def measure(console: Console) -> list[Figure]:
         for label, database in databases:
             figures += await _trace(server, database, label)
         figures += await _peers(console, consume_publish.name)
+        figures += await _floors(console, server, databases, consume_publish.name)
     return figures
 
 
@@ -236,6 +237,37 @@ async def _peers(console: Console, reference: str) -> list[Figure]:
         raise RuntimeError(f"the peers' benchmark failed (exit {done.returncode})")
     measured = json.loads(out.decode().strip().splitlines()[-1])
     return [Figure(**(figure | {"reference": reference})) for figure in measured]
+
+
+async def _floors(
+    console: Console, server: EmbeddedNats, databases: list[tuple[str, Database]], reference: str
+) -> list[Figure]:
+    """What the parts cost on their own (bench.floors): a target below one is out of reach."""
+    console.print("floors ...")
+    figures = [
+        await repeat(
+            Figure(
+                "floor: FastStream as Ballast configures it, no database",
+                "calls/s",
+                reference=reference,
+                note="pull 1 per fetch, 64 workers, telemetry + Prometheus middlewares",
+            ),
+            partial(floors.faststream_configured_rate, server, n(2_000)),
+        )
+    ]
+    for label, database in databases:
+        driver = Figure(f"floor: one durable commit p50, driver alone, {label}", "ms")
+        engine = Figure(f"floor: one durable commit p50, SQLAlchemy async, {label}", "ms")
+        for _ in range(RUNS):
+            async with database() as url:
+                driver_ms, engine_ms = await floors.commit_ms(url, n(300))
+            driver.runs.append(driver_ms)
+            engine.runs.append(engine_ms)
+        figures += [driver, engine]
+    figures.append(
+        await repeat(Figure("floor: RSS of the libraries alone", "MB"), floors.libraries_rss_mb)
+    )
+    return figures
 
 
 async def _tasks(server: EmbeddedNats, database: Database, tasks: int) -> float:

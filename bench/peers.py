@@ -74,8 +74,16 @@ async def faststream_plain_rate(server: EmbeddedNats, count: int) -> float:
     nats-py ``publish_async`` (acked, with ``Nats-Msg-Id``, as bench.tool_calls does) and
     counts results on a core NATS subscription.
     """
-    prefix = f"fs{uuid.uuid4().hex[:8]}"
     broker = NatsBroker(server.url, logger=None, apply_types=False)
+    return await faststream_rate(server, count, broker, pull_sub=PullSub(batch_size=POOL))
+
+
+async def faststream_rate(
+    server: EmbeddedNats, count: int, broker: NatsBroker, **subscribed: Any
+) -> float:
+    """Calls per second through ``broker``'s JetStream handler of the no-op, its consumer
+    made with the ``subscribed`` options (see `faststream_plain_rate` for the shape)."""
+    prefix = f"fs{uuid.uuid4().hex[:8]}"
 
     async def noop(call: dict[str, Any]) -> dict[str, Any]:
         return {"call_id": call["call_id"], "n": call["args"]["n"]}
@@ -84,7 +92,7 @@ async def faststream_plain_rate(server: EmbeddedNats, count: int) -> float:
         f"{prefix}.call",
         stream=JStream(f"FS_{prefix}", subjects=[f"{prefix}.call"]),
         durable="bench",
-        pull_sub=PullSub(batch_size=POOL),
+        **subscribed,
     )(broker.publisher(f"{prefix}.result")(noop))
 
     nc = await nats.connect(server.url)

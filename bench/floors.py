@@ -1,0 +1,169 @@
+"""Floors: what the parts Ballast is built on cost on their own, on this machine.
+
+A target below a floor cannot be met by Ballast's own code, only by other parts;
+these figures say where the floors are:
+
+- FastStream's broker as Ballast configures it (its telemetry and Prometheus
+  middlewares, one message per fetch, a pool of 64 workers), running the no-op
+  handler with no database: the most a tool host can do before Ballast adds anything.
+- One durable commit of one row, one after the other: through the driver alone and
+  through SQLAlchemy's async engine, as Ballast commits. A step waits for three
+  (the agent's journal and call, the tool's claim, the tool's result).
+- The resident memory of a process that only imports the libraries a service needs.
+
+``python -m bench.floors`` prints them (median of BALLAST_BENCH_RUNS runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import aiosqlite
+import asyncpg
+from faststream.nats import PullSub
+from prometheus_client import CollectorRegistry
+from sqlalchemy import make_url, text
+
+from bench.common import RUNS, fresh_broker
+from bench.databases import postgres_available, postgres_database, sqlite_database
+from bench.noop_app import POOL
+from bench.peers import faststream_rate
+from outbox import Database
+from services.broker import NatsCredentials, make_broker
+from services.embedded import EmbeddedNats
+
+LIBRARIES = (
+    "faststream.nats",
+    "faststream.nats.opentelemetry",
+    "faststream.nats.prometheus",
+    "nats.js",
+    "sqlmodel",
+    "sqlalchemy.ext.asyncio",
+    "aiosqlite",
+    "asyncpg",
+    "pydantic_settings",
+    "structlog",
+    "prometheus_client",
+    "opentelemetry.sdk.trace",
+    "nacl.signing",
+    "starlette.applications",
+    "uvicorn",
+    "typer",
+)
+"""What a ``ballast run`` process imports from outside Ballast (its CLI, broker,
+database, settings, logs, metrics, traces, signatures and HTTP endpoint)."""
+_SCRATCH = "CREATE TABLE IF NOT EXISTS bench_commit (id {} PRIMARY KEY, n INTEGER)"
+_INSERT_SQLITE = "INSERT INTO bench_commit (n) VALUES (?)"
+_INSERT_PG = "INSERT INTO bench_commit (n) VALUES ($1)"
+
+
+async def faststream_configured_rate(server: EmbeddedNats, count: int) -> float:
+    """Calls/s of the no-op handler on Ballast's broker and consumption path, no database."""
+    broker = make_broker(
+        server.url,
+        name="floor",
+        credentials=NatsCredentials(),
+        registry=CollectorRegistry(),
+        closing=lambda: True,  # it disconnects only when the run is over
+    )
+    return await faststream_rate(
+        server, count, broker, pull_sub=PullSub(batch_size=1, timeout=5.0), max_workers=POOL
+    )
+
+
+async def commit_ms(url: str, commits: int) -> tuple[float, float]:
+    """Median milliseconds of one durable one-row commit at a time: through the driver
+    alone, then through SQLAlchemy's async engine (Ballast's settings, such as WAL and
+    synchronous=FULL on SQLite)."""
+    db = Database(url)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.execute(text(_SCRATCH.format("INTEGER" if db.is_sqlite else "SERIAL")))
+        insert = text("INSERT INTO bench_commit (n) VALUES (:n)")
+
+        async def through_sqlalchemy(n: int) -> None:
+            async with db.engine.begin() as conn:
+                await conn.execute(insert, {"n": n})
+
+        engine_ms = await _timed(through_sqlalchemy, commits)
+    finally:
+        await db.dispose()
+    async with _driver(url) as execute:
+        driver_ms = await _timed(execute, commits)
+    return driver_ms, engine_ms
+
+
+@asynccontextmanager
+async def _driver(url: str) -> AsyncIterator[Callable[[int], Awaitable[None]]]:
+    """A function committing one row through the bare driver of ``url``."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        async with aiosqlite.connect(parsed.database or "", isolation_level=None) as conn:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA synchronous=FULL")
+
+            async def sqlite_commit(n: int) -> None:
+                await conn.execute("BEGIN")
+                await conn.execute(_INSERT_SQLITE, (n,))
+                await conn.execute("COMMIT")
+
+            yield sqlite_commit
+        return
+    conn = await asyncpg.connect(parsed.set(drivername="postgresql").render_as_string(False))
+    try:
+
+        async def pg_commit(n: int) -> None:
+            async with conn.transaction():
+                await conn.execute(_INSERT_PG, n)
+
+        yield pg_commit
+    finally:
+        await conn.close()
+
+
+async def _timed(commit: Callable[[int], Awaitable[None]], commits: int) -> float:
+    samples = []
+    for n in range(commits):
+        started = time.perf_counter()
+        await commit(n)
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+async def libraries_rss_mb() -> float:
+    """RSS in MB of a fresh interpreter that has imported `LIBRARIES` and nothing else."""
+    probe = (
+        "import importlib, sys\n"
+        "for name in sys.argv[1:]: importlib.import_module(name)\n"
+        "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS:')))"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", probe, *LIBRARIES, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"importing the libraries failed (exit {proc.returncode})")
+    return int(out) / 1024
+
+
+async def main() -> None:
+    async with fresh_broker() as server:
+        rates = [await faststream_configured_rate(server, 2_000) for _ in range(RUNS)]
+    print(f"FastStream as Ballast configures it: {statistics.median(rates):,.0f} calls/s")
+    databases = [("SQLite", sqlite_database)]
+    if await postgres_available():
+        databases.append(("PostgreSQL", postgres_database))
+    for label, database in databases:
+        async with database() as url:
+            driver, engine = await commit_ms(url, 300)
+        print(f"one commit, {label}: driver {driver:.2f} ms, SQLAlchemy async {engine:.2f} ms")
+    print(f"RSS of the libraries alone: {await libraries_rss_mb():.1f} MB")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
