@@ -11,18 +11,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Table, select, tuple_
+from sqlalchemy import Table, bindparam, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
 from outbox.tables import Claim, InboxEntry
 
 _INBOX: Table = InboxEntry.__table__  # type: ignore[attr-defined]  # set by SQLModel
 _CLAIM: Table = Claim.__table__  # type: ignore[attr-defined]
 
-Executor = AsyncConnection | AsyncSession
-"""Where statements run: a connection (group commit) or a unit of work's session."""
+Executor = Connection | Session
+"""Where statements run: a connection (group commit) or a unit of work's session. Both
+are synchronous: a shared transaction runs as one call (see `outbox.group_commit`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +49,22 @@ class Admission:
     """The worker holds the claim and may run the input."""
 
 
-async def admit_all(
+def _upsert(dialect_insert: Any) -> Any:
+    """Claim each input unless another owner's claim is live (one statement, built once, so
+    that SQLAlchemy compiles it once; the rows go as an executemany)."""
+    stmt = dialect_insert(_CLAIM)
+    return stmt.on_conflict_do_update(
+        index_elements=["consumer", "key"],
+        set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
+        where=_CLAIM.c.expires_at < bindparam("now"),
+    ).returning(_CLAIM.c.consumer, _CLAIM.c.key, _CLAIM.c.owner)
+
+
+_UPSERT_SQLITE = _upsert(sqlite.insert)
+_UPSERT_POSTGRES = _upsert(postgresql.insert)
+
+
+def admit_all(
     executor: Executor, requests: Sequence[ClaimRequest], *, is_sqlite: bool, now: datetime
 ) -> list[Admission]:
     """Admit ``requests`` in the open transaction of ``executor`` (a connection or session).
@@ -55,7 +73,7 @@ async def admit_all(
     for the same input in one call: the first may claim it, the second is busy.
     """
     keys = list(dict.fromkeys((r.consumer, r.key) for r in requests))
-    rows = await executor.execute(
+    rows = executor.execute(
         select(_INBOX.c.consumer, _INBOX.c.key, _INBOX.c.result).where(
             tuple_(_INBOX.c.consumer, _INBOX.c.key).in_(keys)
         )
@@ -67,19 +85,20 @@ async def admit_all(
     to_claim = [r for k, r in wanted.items() if k not in done]
     holders: dict[tuple[str, str], str] = {}
     if to_claim:
-        dialect_insert = sqlite.insert if is_sqlite else postgresql.insert
-        stmt = dialect_insert(_CLAIM).values(
+        rows = executor.execute(
+            _UPSERT_SQLITE if is_sqlite else _UPSERT_POSTGRES,
             [
-                {"consumer": r.consumer, "key": r.key, "owner": r.owner, "expires_at": r.expires_at}
+                {
+                    "consumer": r.consumer,
+                    "key": r.key,
+                    "owner": r.owner,
+                    "expires_at": r.expires_at,
+                    "now": now,
+                }
                 for r in to_claim
-            ]
+            ],
         )
-        upsert = stmt.on_conflict_do_update(
-            index_elements=["consumer", "key"],
-            set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
-            where=_CLAIM.c.expires_at < now,
-        ).returning(_CLAIM.c.consumer, _CLAIM.c.key, _CLAIM.c.owner)
-        holders = {(row.consumer, row.key): row.owner for row in await executor.execute(upsert)}
+        holders = {(row.consumer, row.key): row.owner for row in rows}
     return [
         Admission(
             processed=(r.consumer, r.key) in done,

@@ -4,7 +4,9 @@ SQLite is the zero-setup default. It allows one writer at a time, so a
 service's engine holds a single connection (sessions queue for it in order,
 instead of polling a file lock) and every transaction starts with
 ``BEGIN IMMEDIATE`` so that a second process on the same file waits instead of
-failing half-way with "database is locked". PostgreSQL gets a normal pool.
+failing half-way with "database is locked". Group commit writes through a
+second connection of its own (`outbox.writers`); the two take turns the same
+way. PostgreSQL gets a normal pool.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from outbox import tables as _tables  # noqa: F401
 from outbox.errors import DatabaseError
 from outbox.group_commit import GroupCommit, GroupCommitConfig
 from outbox.staged_writes import Committed
+from outbox.writers import EngineWriter, SqliteThreadWriter, Writer
 
 SCHEMA_LOCK = 0x62616C6C  # "ball": the advisory lock that serializes schema changes
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -71,9 +74,20 @@ class Database:
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self.engine: AsyncEngine = _create_engine(self.url, pool_size=pool_size, echo=echo)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self.group = GroupCommit(self.engine, lambda: self.safe_url, group_commit)
+        self._writer = self._make_writer()
+        self.group = GroupCommit(self._writer, lambda: self.safe_url, group_commit)
         """Commits the staged writes of concurrent units of work together."""
         self._commit_hooks: list[Callable[[list[Committed]], None]] = []
+
+    def _make_writer(self) -> Writer:
+        if not self.is_sqlite:
+            return EngineWriter(self.engine)
+        return SqliteThreadWriter(
+            self.url,
+            busy_timeout_s=SQLITE_BUSY_TIMEOUT_S,
+            configure=_configure_sqlite,
+            begin=_begin_immediate,
+        )
 
     def on_commit(self, hook: Callable[[list[Committed]], None]) -> None:
         """Call ``hook`` with the outbox rows of every unit of work that committed some."""
@@ -127,6 +141,7 @@ class Database:
         every pooled connection."""
         if not await self.group.flush(FLUSH_TIMEOUT_S):
             log.warning("database.deferred_writes_left", timeout_s=FLUSH_TIMEOUT_S)
+        await self._writer.dispose()
         await self.engine.dispose()
 
 

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import structlog
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox.errors import AlreadyProcessedError, DatabaseError
-from outbox.staged_writes import StagedWrites, Written, write
+from outbox.staged_writes import StagedWrites, Written
+from outbox.writers import Writer
 
 log = structlog.get_logger("ballast.group_commit")
 
@@ -46,15 +46,15 @@ class _Waiting:
 
 
 class GroupCommit:
-    """Commits staged writes, many units per transaction. One per engine."""
+    """Commits staged writes, many units per transaction. One per database."""
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        transaction: Writer,
         describe: Callable[[], str],
         config: GroupCommitConfig | None = None,
     ) -> None:
-        self._engine = engine
+        self._transaction = transaction
         self._describe = describe
         self._config = config or GroupCommitConfig()
         self._queue: list[_Waiting] = []
@@ -170,10 +170,6 @@ class GroupCommit:
                 [next(admissions) for _ in waiting.writes.claims],
             )
             _settle(waiting, mine)
-
-    async def _transaction(self, units: Sequence[StagedWrites]) -> Written:
-        async with self._engine.begin() as conn:
-            return await write(conn, units, is_sqlite=self._engine.dialect.name == "sqlite")
 
     def _error(self, exc: BaseException) -> BaseException:
         if isinstance(exc, sa_exc.SQLAlchemyError | OSError):

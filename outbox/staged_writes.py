@@ -93,7 +93,7 @@ def _generated(column: Column[Any]) -> bool:
     return bool(column.primary_key and column.autoincrement is True)
 
 
-async def write(executor: Executor, units: Sequence[StagedWrites], *, is_sqlite: bool) -> Written:
+def write(executor: Executor, units: Sequence[StagedWrites], *, is_sqlite: bool) -> Written:
     """Write the staged rows of ``units`` in the open transaction of ``executor``.
 
     Returns the outbox rows written, with their ids, and the admissions, both in
@@ -103,42 +103,38 @@ async def write(executor: Executor, units: Sequence[StagedWrites], *, is_sqlite:
     """
     now = utc_now()
     requests = [request for unit in units for request in unit.claims]
-    admissions = (
-        await admit_all(executor, requests, is_sqlite=is_sqlite, now=now) if requests else []
-    )
+    admissions = admit_all(executor, requests, is_sqlite=is_sqlite, now=now) if requests else []
     inbox = [entry for unit in units for entry in unit.inbox]
     if inbox:
         try:
-            await executor.execute(insert(_INBOX), inbox)
+            executor.execute(insert(_INBOX), inbox)
         except sa_exc.IntegrityError as exc:
             raise AlreadyProcessedError(inbox[0]["consumer"], inbox[0]["key"]) from exc
     ended = [(e["consumer"], e["key"]) for e in inbox]
     ended += [claim for unit in units for claim in unit.ended_claims]
     if ended:
-        await executor.execute(
-            delete(_CLAIM).where(tuple_(_CLAIM.c.consumer, _CLAIM.c.key).in_(ended))
-        )
+        executor.execute(delete(_CLAIM).where(tuple_(_CLAIM.c.consumer, _CLAIM.c.key).in_(ended)))
     by_table: dict[Table, list[dict[str, Any]]] = {}
     for unit in units:
         for table, values in unit.rows:
             by_table.setdefault(table, []).append(values)
     for table, rows in by_table.items():
-        await executor.execute(insert(table), rows)
+        executor.execute(insert(table), rows)
     by_statement: dict[int, tuple[Update, list[dict[str, Any]]]] = {}
     for unit in units:
         for statement, params in unit.updates:
             by_statement.setdefault(id(statement), (statement, []))[1].append(params)
     for statement, many in by_statement.values():
-        await executor.execute(statement, many)
+        executor.execute(statement, many)
     sent = [row_id for unit in units for row_id in unit.sent]
     if sent:
-        await executor.execute(
+        executor.execute(
             update(_OUTBOX).where(_OUTBOX.c.id.in_(sent)).values(sent_at=now, last_error=None)
         )
     messages = [row for unit in units for row in unit.outbox]
     if not messages:
         return Written([], admissions)
-    result = await executor.execute(
+    result = executor.execute(
         insert(_OUTBOX).returning(_OUTBOX.c.id, sort_by_parameter_order=True), messages
     )
     committed = [

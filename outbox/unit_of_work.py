@@ -146,8 +146,9 @@ class UnitOfWork:
             committed = written.committed if written else []
         else:
             try:
+                staged = [self._staged]
                 committed = (
-                    await write(session, [self._staged], is_sqlite=self._db.is_sqlite)
+                    await session.run_sync(write, staged, is_sqlite=self._db.is_sqlite)
                 ).committed
                 await session.commit()
             except AlreadyProcessedError:
