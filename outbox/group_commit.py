@@ -81,9 +81,10 @@ class GroupCommit:
     def defer(self, writes: StagedWrites) -> None:
         """Write ``writes`` with the next transaction, or alone after ``deferred_s``.
 
-        For bookkeeping nobody waits for (the relay marking rows sent): it rides
-        along with the transactions that others wait for instead of delaying them.
-        A failure is logged; the caller must be able to live with it.
+        For bookkeeping nobody waits for (the relay marking rows sent, the outcome
+        of a step an inbox can answer again): it rides along with the transactions
+        that others wait for instead of delaying them, ahead of every unit committed
+        after it here. A failure is logged; the caller must be able to live with it.
         """
         done: asyncio.Future[Written] = asyncio.get_running_loop().create_future()
         done.add_done_callback(_log_failure)
@@ -97,8 +98,9 @@ class GroupCommit:
         """Write the deferred writes now; wait at most ``timeout_s`` for them to be written.
 
         Returns whether they were. Bounded because its callers are on their way out
-        (closing the database): a deferred write left unwritten only leaves rows unsent,
-        which the relay's sweep publishes again.
+        (closing the database): a deferred write left unwritten only leaves rows unsent
+        (the relay's sweep publishes them again) or a step pending (a resumed task
+        asks again and the inbox that answered answers the same).
         """
         pending = [w.done for w in self._deferred]
         self._deferred_expired()

@@ -21,7 +21,7 @@ from sqlmodel import SQLModel, select
 from contracts.wire import new_id, utc_now
 from outbox.database import Database
 from outbox.errors import AlreadyProcessedError, DatabaseError
-from outbox.staged_writes import StagedWrites, write
+from outbox.staged_writes import Committed, StagedWrites, write
 from outbox.tables import InboxEntry
 
 
@@ -33,8 +33,15 @@ class UnitOfWork:
     does not hold the database (this matters on SQLite, which has one writer).
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, wait: bool = True) -> None:
+        """``wait=False`` is for rows a crash may lose without harm because they can be
+        derived again (the outcome of a request that an inbox answers once): if the unit
+        only inserts and updates rows, it commits without waiting, with the next shared
+        transaction or alone a moment later (`GroupCommit.defer`), ahead of the units
+        committed after it through group commit. Anything else (messages, inbox entries,
+        claims, statements) commits as usual."""
         self._db = db
+        self._wait = wait
         self._session: AsyncSession | None = None
         self._staged = StagedWrites()
         self._done = False
@@ -141,14 +148,18 @@ class UnitOfWork:
         if self._done:
             raise RuntimeError("this unit of work has already committed")
         session = self.session
+        staged = self._staged
+        committed: list[Committed] = []
         if _untouched(session):
-            written = await self._db.group.commit(self._staged) if not self._staged.empty else None
-            committed = written.committed if written else []
+            if not self._wait and not (staged.outbox or staged.inbox or staged.claims):
+                if not staged.empty:
+                    self._db.group.defer(staged)
+            elif not staged.empty:
+                committed = (await self._db.group.commit(staged)).committed
         else:
             try:
-                staged = [self._staged]
                 committed = (
-                    await session.run_sync(write, staged, is_sqlite=self._db.is_sqlite)
+                    await session.run_sync(write, [staged], is_sqlite=self._db.is_sqlite)
                 ).committed
                 await session.commit()
             except AlreadyProcessedError:

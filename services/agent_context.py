@@ -693,10 +693,13 @@ class AgentContext:
             await self.budget.settle(uow, self.key(step.seq), spent)
 
     async def _finish(self, step: Step, outcome: dict[str, Any], spent: Usage) -> JournalEntry:
+        """Record the outcome of a request (a tool call, a child task) without waiting for
+        the commit: should a crash lose it, the resumed task asks again and the consumer's
+        inbox answers with the same result, so nothing runs twice and replay is the same."""
         status = StepStatus.FAILED if "error" in outcome else StepStatus.COMPLETED
         task_id = self.task.task_id
         outcome = self._rt.redact(outcome)
-        async with UnitOfWork(self._rt.db) as uow:
+        async with UnitOfWork(self._rt.db, wait=False) as uow:
             finish_step(uow, task_id=task_id, seq=step.seq, status=status, outcome=outcome)
             await self.budget.settle(uow, self.key(step.seq), spent)
         entry = self._journal[step.seq]  # pending: recorded when the request was sent

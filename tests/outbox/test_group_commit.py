@@ -21,7 +21,7 @@ from outbox import (
     sqlite_url,
 )
 from outbox.claims import admit
-from outbox.journal import StepStatus, record_step
+from outbox.journal import StepStatus, finish_step, load_journal, record_step
 from outbox.staged_writes import StagedWrites
 from tests.helpers import eventually
 from tests.outbox.conftest import Widget, widget_count
@@ -109,6 +109,23 @@ class TestDeferredWrites:
         db.group.defer(StagedWrites(sent=[second]))
         await eventually(lambda: _is_unsent(db, second, False), timeout_s=5, what="the mark, alone")
         assert db.group.transactions == 4
+
+    async def test_a_unit_that_does_not_wait_commits_ahead_of_the_next(self, db: Database) -> None:
+        """A step's outcome is written with the next unit; a unit with a message still waits."""
+        async with UnitOfWork(db) as uow:
+            record_step(
+                uow, task_id="t", seq=1, kind="tool", name="s", request=None,
+                status=StepStatus.PENDING,
+            )  # fmt: skip
+        async with UnitOfWork(db, wait=False) as uow:
+            finish_step(uow, task_id="t", seq=1, status=StepStatus.COMPLETED, outcome={"v": 1})
+        assert db.group.transactions == 1, "nobody waited for the outcome"
+        assert (await load_journal(db, "t"))[1].status == StepStatus.PENDING.value
+        async with UnitOfWork(db, wait=False) as uow:
+            uow.publish("out.subject", b"payload", message_id="msg")
+        assert db.group.transactions == 2, "a unit with a message waits for its commit"
+        entry = (await load_journal(db, "t"))[1]
+        assert (entry.status, entry.outcome) == (StepStatus.COMPLETED.value, {"v": 1})
 
 
 async def _outbox_ids(db: Database) -> list[int]:
