@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import gc
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -200,6 +201,10 @@ class ServiceHost:
             )
             await self.http.start()
             log.info("host.http", url=self.http.url)
+        # What starting made (modules, models, compiled statements, connections) lives as
+        # long as the process: out of the collector's way, a full collection scans only
+        # what came since, instead of pausing every handler for tens of milliseconds.
+        gc.freeze()
         log.info("host.started", host=self.name, services=[s.service for s in self.specs])
 
     async def _shared(self, js: JetStreamContext) -> _Shared:
