@@ -83,6 +83,5 @@ class SqliteThreadWriter:
 
     async def dispose(self) -> None:
         """Close the connection in the thread that opened it, then end the thread."""
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._thread, self._engine.dispose)
-        self._thread.shutdown(wait=False)
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._engine.dispose)
+        await asyncio.to_thread(self._thread.shutdown)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from outbox import (
 )
 from outbox.claims import admit
 from outbox.journal import StepStatus, finish_step, load_journal, record_step
+from outbox.schema import migrate
 from outbox.staged_writes import StagedWrites
 from tests.helpers import eventually
 from tests.outbox.conftest import Widget, widget_count
@@ -92,6 +94,30 @@ class TestSharedTransactions:
         assert db.group.units == 0
         assert await widget_count(db) == 1
         assert await _count(db, InboxEntry) == 1
+
+    async def test_shared_and_own_transactions_at_once_all_commit(self, db: Database) -> None:
+        """Group commit and units with their own statements write at the same time (on SQLite
+        through two connections that take turns): every row of both kinds is kept."""
+
+        async def own(n: int) -> None:
+            async with UnitOfWork(db) as uow:
+                uow.session.add(Widget(name=f"w{n}"))
+                uow.mark_processed("own", f"key-{n}", None)
+
+        await asyncio.gather(*(_unit(db, n) for n in range(UNITS)), *(own(n) for n in range(10)))
+        assert await _count(db, InboxEntry) == UNITS + 10
+        assert await _count(db, OutboxMessage) == UNITS
+        assert await widget_count(db) == 10
+
+    async def test_closing_the_database_ends_its_sqlite_writer(self, tmp_path: Path) -> None:
+        """The thread that writes shared transactions on SQLite does not outlive the database."""
+        url = sqlite_url(tmp_path / "writer.db")
+        await migrate(url)
+        db = Database(url)
+        await _unit(db, 1)
+        assert [t for t in threading.enumerate() if t.name.startswith("ballast-sqlite")]
+        await db.dispose()
+        assert not [t for t in threading.enumerate() if t.name.startswith("ballast-sqlite")]
 
 
 class TestDeferredWrites:
