@@ -12,7 +12,6 @@ breaker for all. State changes are logged and published as
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import time
@@ -30,6 +29,7 @@ from bulkheads import Admission, BreakerPolicy, CircuitBreaker, CircuitOpenError
 from contracts.breaker import BreakerChanged, BreakerState
 from contracts.subjects import event_subject
 from outbox import Database, OutboxError, UnitOfWork
+from services.cancelling import cancel_all
 from services.errors import HandlerError
 from services.kv import kv_entries
 from services.rate_limits import RateLimitedError
@@ -74,9 +74,7 @@ class SharedBreakers:
 
     async def stop(self) -> None:
         if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+            await cancel_all([self._watch])
 
     def states(self) -> dict[str, BreakerState]:
         """Every breaker this replica knows (its own and those others share), by name."""

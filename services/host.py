@@ -43,6 +43,7 @@ from services.approvals import Approvals, sweep_expired
 from services.breakers import SharedBreakers
 from services.broker import NatsCredentials, make_broker
 from services.buckets import ensure_buckets
+from services.cancelling import cancel_all
 from services.delivery import Consumer, ConsumerSettings
 from services.errors import BrokerError, ConfigurationError
 from services.gauges import GaugeRefresher, WatchedConsumer
@@ -350,9 +351,7 @@ class ServiceHost:
             left = await self._relay.drain(drain_timeout_s)
             if left:
                 log.warning("host.outbox_not_drained", unsent=left)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         self._tasks.clear()
         for waiter in self._waiters:
             await waiter.stop()
