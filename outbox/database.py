@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import event, make_url, text
+from sqlalchemy import create_engine, event, make_url, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -39,8 +39,14 @@ from outbox.writers import EngineWriter, SqliteThreadWriter, Writer
 SCHEMA_LOCK = 0x62616C6C  # "ball": the advisory lock that serializes schema changes
 SQLITE_BUSY_TIMEOUT_S = 30.0
 """How long a SQLite transaction waits for another process's write lock."""
+_SQLITE_POOL: dict[str, Any] = {
+    "pool_size": 1,
+    "max_overflow": 0,
+    "connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S},
+}
+"""One connection per engine: its transactions queue in order instead of polling a lock."""
 FLUSH_TIMEOUT_S = 5.0
-"""Longest wait for deferred writes (rows to mark sent) when the database closes."""
+"""Longest wait for deferred writes (rows to mark sent, step outcomes) when the database closes."""
 
 log = structlog.get_logger("ballast.database")
 
@@ -82,12 +88,9 @@ class Database:
     def _make_writer(self) -> Writer:
         if not self.is_sqlite:
             return EngineWriter(self.engine)
-        return SqliteThreadWriter(
-            self.url,
-            busy_timeout_s=SQLITE_BUSY_TIMEOUT_S,
-            configure=_configure_sqlite,
-            begin=_begin_immediate,
-        )
+        engine = create_engine(self.url.set(drivername="sqlite"), **_SQLITE_POOL)
+        _configure_sqlite_engine(engine)
+        return SqliteThreadWriter(engine)
 
     def on_commit(self, hook: Callable[[list[Committed]], None]) -> None:
         """Call ``hook`` with the outbox rows of every unit of work that committed some."""
@@ -156,16 +159,15 @@ def _create_engine(url: URL, *, pool_size: int, echo: bool) -> AsyncEngine:
         )
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(
-        url,
-        echo=echo,
-        pool_size=1,
-        max_overflow=0,
-        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S},
-    )
-    event.listen(engine.sync_engine, "connect", _configure_sqlite)
-    event.listen(engine.sync_engine, "begin", _begin_immediate)
+    engine = create_async_engine(url, echo=echo, **_SQLITE_POOL)
+    _configure_sqlite_engine(engine.sync_engine)
     return engine
+
+
+def _configure_sqlite_engine(engine: Engine) -> None:
+    """Every connection of ``engine`` set up as below, every transaction BEGIN IMMEDIATE."""
+    event.listen(engine, "connect", _configure_sqlite)
+    event.listen(engine, "begin", _begin_immediate)
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

@@ -77,6 +77,13 @@ class StagedWrites:
         self.rows.append((model.__table__, values))  # type: ignore[attr-defined]
 
     @property
+    def awaited(self) -> bool:
+        """Whether something acts on these rows once they commit (messages the relay
+        publishes, inbox entries and claims that decide a delivery): then the commit is
+        waited for, never deferred."""
+        return bool(self.outbox or self.inbox or self.claims)
+
+    @property
     def empty(self) -> bool:
         return not (
             self.inbox

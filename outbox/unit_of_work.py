@@ -151,11 +151,12 @@ class UnitOfWork:
         staged = self._staged
         committed: list[Committed] = []
         if _untouched(session):
-            if not self._wait and not (staged.outbox or staged.inbox or staged.claims):
-                if not staged.empty:
-                    self._db.group.defer(staged)
-            elif not staged.empty:
+            if staged.empty:
+                pass  # nothing to write
+            elif self._wait or staged.awaited:
                 committed = (await self._db.group.commit(staged)).committed
+            else:
+                self._db.group.defer(staged)
         else:
             try:
                 committed = (

@@ -15,12 +15,11 @@ Either way `outbox.staged_writes.write` is the same synchronous code.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox.staged_writes import StagedWrites, Written, write
@@ -51,27 +50,13 @@ class EngineWriter:
 class SqliteThreadWriter:
     """A transaction on a SQLite connection of its own, run by a thread of its own.
 
-    The connection is configured as the async engine's (``configure`` on connect,
-    ``begin`` on each transaction: WAL, synchronous=FULL, BEGIN IMMEDIATE). While
-    the thread runs SQLite's C code it releases the GIL, so the event loop goes on.
+    ``engine`` is a synchronous engine of one connection, configured as the async
+    engine's (`outbox.database`: WAL, synchronous=FULL, BEGIN IMMEDIATE). While the
+    thread runs SQLite's C code it releases the GIL, so the event loop goes on.
     """
 
-    def __init__(
-        self,
-        url: URL,
-        *,
-        busy_timeout_s: float,
-        configure: Callable[..., None],
-        begin: Callable[..., None],
-    ) -> None:
-        self._engine: Engine = create_engine(
-            url.set(drivername="sqlite"),
-            pool_size=1,
-            max_overflow=0,
-            connect_args={"timeout": busy_timeout_s},
-        )
-        event.listen(self._engine, "connect", configure)
-        event.listen(self._engine, "begin", begin)
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ballast-sqlite-writer")
 
     async def __call__(self, units: Sequence[StagedWrites]) -> Written:
