@@ -59,35 +59,55 @@ def stream_config(stream: Stream, settings: StreamSettings) -> StreamConfig:
 JETSTREAM_READY_S = 30.0
 """How long a starting service waits for JetStream (a cluster electing its leaders)."""
 
+NO_PEERS_FOR_PLACEMENT = 10005
+"""JetStream's error code when too few servers are up for a stream's replicas."""
 
-async def ensure_streams(js: JetStreamContext, settings: StreamSettings) -> None:
+STREAM_NAME_IN_USE = 10058
+"""JetStream's error code when a stream of that name exists already."""
+
+
+async def ensure_streams(
+    js: JetStreamContext, settings: StreamSettings, ready_s: float = JETSTREAM_READY_S
+) -> None:
     """Create Ballast's streams, or update them to ``settings``; safe to call from every replica."""
     for stream in Stream:
         config = stream_config(stream, settings)
-        await while_electing(functools.partial(_ensure, js, config))
+        await while_electing(functools.partial(_ensure, js, config), ready_s)
 
 
-async def while_electing(call: Callable[[], Awaitable[object]]) -> None:
-    """``call()``, retried for `JETSTREAM_READY_S` while JetStream is not answering yet.
+async def while_electing(
+    call: Callable[[], Awaitable[object]], ready_s: float = JETSTREAM_READY_S
+) -> None:
+    """``call()``, retried for ``ready_s`` while JetStream is not answering yet.
 
     A cluster that has just started (or lost a node) answers with timeouts or
     "unavailable" until it has elected its leaders: the meta leader for streams,
-    then one leader per stream, bucket and consumer. Replicas starting together
-    meet this on every declaration, so each one at start-up goes through here;
-    ``call`` must be safe to repeat.
+    then one leader per stream, bucket and consumer. Its leader may also count a
+    server that has just joined as offline for a moment, and refuse to place
+    replicas on it. Replicas starting together meet this on every declaration, so
+    each one at start-up goes through here; ``call`` must be safe to repeat.
     """
-    deadline = asyncio.get_running_loop().time() + JETSTREAM_READY_S
+    deadline = asyncio.get_running_loop().time() + ready_s
     while True:
         try:
             await call()
             return
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != NO_PEERS_FOR_PLACEMENT:
+                raise
+            if asyncio.get_running_loop().time() > deadline:
+                raise BrokerError(
+                    f"JetStream found too few servers for the replicas asked for within "
+                    f"{ready_s:g} s ({exc.description}); start the missing servers, or "
+                    "lower BALLAST_STREAM_REPLICAS to the number of servers"
+                ) from exc
         except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError) as exc:
             if asyncio.get_running_loop().time() > deadline:
                 raise BrokerError(
-                    f"JetStream did not answer within {JETSTREAM_READY_S:g} s; is it "
+                    f"JetStream did not answer within {ready_s:g} s; is it "
                     "enabled on the server (-js), and does the cluster have a quorum?"
                 ) from exc
-            await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)
 
 
 async def _ensure(js: JetStreamContext, config: StreamConfig) -> None:
@@ -98,11 +118,15 @@ async def _ensure(js: JetStreamContext, config: StreamConfig) -> None:
         try:
             await js.add_stream(config)
             return
-        except nats.js.errors.BadRequestError:
-            pass  # another replica created it in the meantime: fall through to update
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != STREAM_NAME_IN_USE:
+                raise
+            # another replica created it in the meantime: fall through to update
     try:
         await js.update_stream(config)
     except nats.js.errors.BadRequestError as exc:
+        if exc.err_code == NO_PEERS_FOR_PLACEMENT:
+            raise
         raise BrokerError(
             f"stream {name} exists with settings that cannot be changed in place "
             f"({exc.description}); migrate it or delete it"

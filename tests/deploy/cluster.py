@@ -77,9 +77,12 @@ class LoopbackCluster:
     async def start_all(self) -> None:
         for n in NODES:
             await self.start(n)
+        await self.until_healthy(*NODES)
+
+    async def until_healthy(self, *nodes: int) -> None:
         async with httpx.AsyncClient() as http:
-            for node in self.nodes.values():
-                await _until_healthy(http, node)
+            for n in nodes:
+                await _until_healthy(http, self.nodes[n])
 
     async def kill(self, n: int) -> None:
         """kill -9 one node."""
