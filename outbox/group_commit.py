@@ -59,6 +59,7 @@ class GroupCommit:
         self._config = config or GroupCommitConfig()
         self._queue: list[_Waiting] = []
         self._deferred: list[_Waiting] = []
+        self._unordered: list[_Waiting] = []
         self._deferred_timer: asyncio.TimerHandle | None = None
         self._deferred_due = False
         self._writer: asyncio.Task[None] | None = None
@@ -78,18 +79,24 @@ class GroupCommit:
         # units depend on it, and the outcome is what the database says.
         return await asyncio.shield(done)
 
-    def defer(self, writes: StagedWrites) -> None:
+    def defer(self, writes: StagedWrites, *, ordered: bool = True) -> None:
         """Write ``writes`` with the next transaction, or alone after ``deferred_s``.
 
-        For bookkeeping nobody waits for (the relay marking rows sent, the outcome
-        of a step an inbox can answer again): it rides along with the transactions
-        that others wait for instead of delaying them, ahead of every unit committed
-        after it here. A failure is logged; the caller must be able to live with it.
+        For bookkeeping nobody waits for (the outcome of a step an inbox can answer
+        again): it rides along with the transactions that others wait for instead of
+        delaying them, ahead of every unit committed after it here.
+
+        ``ordered=False`` is for writes nothing reads in order (the relay marking rows
+        sent): they wait for ``deferred_s`` and go together, so that they do not add a
+        statement to every transaction on a step's path. ``max_units`` of them go at
+        once. A failure is logged; the caller must be able to live with it.
         """
         done: asyncio.Future[Written] = asyncio.get_running_loop().create_future()
         done.add_done_callback(_log_failure)
-        self._deferred.append(_Waiting(writes, done))
-        if self._deferred_timer is None:
+        (self._deferred if ordered else self._unordered).append(_Waiting(writes, done))
+        if len(self._unordered) >= self._config.max_units:
+            self._deferred_expired()
+        elif self._deferred_timer is None:
             self._deferred_timer = asyncio.get_running_loop().call_later(
                 self._config.deferred_s, self._deferred_expired
             )
@@ -102,7 +109,7 @@ class GroupCommit:
         (the relay's sweep publishes them again) or a step pending (a resumed task
         asks again and the inbox that answered answers the same).
         """
-        pending = [w.done for w in self._deferred]
+        pending = [w.done for w in (*self._deferred, *self._unordered)]
         self._deferred_expired()
         if not pending:
             return True
@@ -110,7 +117,9 @@ class GroupCommit:
         return not late
 
     def _deferred_expired(self) -> None:
-        self._deferred_timer = None
+        if self._deferred_timer is not None:  # called before its time: the timer is done
+            self._deferred_timer.cancel()
+            self._deferred_timer = None
         self._deferred_due = True
         self._start_writer()
 
@@ -124,25 +133,29 @@ class GroupCommit:
         leaves units behind: nobody may wait for them forever."""
         if not writer.cancelled():
             return
-        left, self._queue = [*self._queue, *self._take_deferred()], []
+        left, self._queue = [*self._queue, *self._take_deferred(due=True)], []
         for waiting in left:
             _settle(waiting, DatabaseError("the commit was cancelled; its outcome is unknown"))
 
     async def _write_all(self) -> None:
         while self._queue or self._deferred_due:
-            self._deferred_due = False
+            due, self._deferred_due = self._deferred_due, False
             if self._config.window_s > 0 and len(self._queue) < self._config.max_units:
                 await asyncio.sleep(self._config.window_s)
-            batch = [*self._take_deferred(), *self._queue[: self._config.max_units]]
+            batch = [*self._take_deferred(due), *self._queue[: self._config.max_units]]
             del self._queue[: self._config.max_units]
             if batch:
                 await self._write_batch(batch)
 
-    def _take_deferred(self) -> list[_Waiting]:
-        if self._deferred_timer is not None:
+    def _take_deferred(self, due: bool) -> list[_Waiting]:
+        """The ordered deferred writes, and the unordered ones once ``due``."""
+        taken, self._deferred = self._deferred, []
+        if due:
+            taken += self._unordered
+            self._unordered = []
+        if self._deferred_timer is not None and not self._unordered:
             self._deferred_timer.cancel()
             self._deferred_timer = None
-        taken, self._deferred = self._deferred, []
         return taken
 
     async def _write_batch(self, batch: Sequence[_Waiting]) -> None:

@@ -135,11 +135,11 @@ class Relay:
         return self._finish_round(batch, len(sent))
 
     def _mark_sent(self, row_ids: list[int]) -> None:
-        """Mark these rows sent with the next shared transaction: the rows that commits
-        wait for go first. If marking fails, the rows stay unsent and the sweep publishes
-        them again; the stream drops the copies by their ``Nats-Msg-Id``."""
+        """Mark these rows sent a moment later, many rounds' rows at once: the rows that
+        commits wait for go first. If marking fails, the rows stay unsent and the sweep
+        publishes them again; the stream drops the copies by their ``Nats-Msg-Id``."""
         if row_ids:
-            self._db.group.defer(StagedWrites(sent=row_ids))
+            self._db.group.defer(StagedWrites(sent=row_ids), ordered=False)
 
     async def relay_once(self) -> int:
         """Publish one batch of unsent rows; return how many were marked sent.

@@ -136,6 +136,21 @@ class TestDeferredWrites:
         await eventually(lambda: _is_unsent(db, second, False), timeout_s=5, what="the mark, alone")
         assert db.group.transactions == 4
 
+    async def test_unordered_ones_wait_for_their_time_and_go_together(self, db: Database) -> None:
+        """Rows to mark sent stay out of the transactions others wait for; after the wait
+        they go together, in one transaction."""
+        await _unit(db, 1)
+        await _unit(db, 2)
+        first, second = await _outbox_ids(db)
+        db.group.defer(StagedWrites(sent=[first]), ordered=False)
+        await _unit(db, 3)
+        db.group.defer(StagedWrites(sent=[second]), ordered=False)
+        assert db.group.transactions == 3
+        assert {first, second} <= await _unsent(db), "the marks did not ride along"
+        await eventually(lambda: _is_unsent(db, second, False), timeout_s=5, what="the marks")
+        assert await _unsent(db) == {first + 2}
+        assert db.group.transactions == 4, "both marks in one transaction"
+
     async def test_a_unit_that_does_not_wait_commits_ahead_of_the_next(self, db: Database) -> None:
         """A step's outcome is written with the next unit; a unit with a message still waits."""
         async with UnitOfWork(db) as uow:
