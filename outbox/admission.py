@@ -2,8 +2,9 @@
 
 A worker may run an input only when the inbox has no entry for it and the
 worker holds its claim (`outbox.claims`). Both are decided for many inputs in
-two statements, so that the deliveries arriving together are admitted in one
-shared transaction (`outbox.group_commit`).
+two statements (a third drops claims taken for inputs found processed), so
+that the deliveries arriving together are admitted in one shared transaction
+(`outbox.group_commit`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, tuple_
+from sqlalchemy import Table, bindparam, delete, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
@@ -71,39 +72,44 @@ def admit_all(
 
     A live claim of another owner wins; a lapsed one is taken over. Two requests
     for the same input in one call: the first may claim it, the second is busy.
+
+    The claims are written before the inbox is read. Under PostgreSQL's read committed,
+    a worker that finishes the input between the two statements (its inbox entry in,
+    its claim gone) is then seen by the read, and the input is answered from the inbox;
+    read first, its commit could free the claim just before the upsert, and the input
+    would run a second time. A claim taken for an input found processed is dropped.
     """
-    keys = list(dict.fromkeys((r.consumer, r.key) for r in requests))
-    rows = executor.execute(
-        select(_INBOX.c.consumer, _INBOX.c.key, _INBOX.c.result).where(
-            tuple_(_INBOX.c.consumer, _INBOX.c.key).in_(keys)
-        )
-    )
-    done = {(row.consumer, row.key): row.result for row in rows}
     wanted: dict[tuple[str, str], ClaimRequest] = {}
     for request in requests:
         wanted.setdefault((request.consumer, request.key), request)
-    to_claim = [r for k, r in wanted.items() if k not in done]
-    holders: dict[tuple[str, str], str] = {}
-    if to_claim:
-        rows = executor.execute(
-            _UPSERT_SQLITE if is_sqlite else _UPSERT_POSTGRES,
-            [
-                {
-                    "consumer": r.consumer,
-                    "key": r.key,
-                    "owner": r.owner,
-                    "expires_at": r.expires_at,
-                    "now": now,
-                }
-                for r in to_claim
-            ],
+    rows = executor.execute(
+        _UPSERT_SQLITE if is_sqlite else _UPSERT_POSTGRES,
+        [
+            {
+                "consumer": r.consumer,
+                "key": r.key,
+                "owner": r.owner,
+                "expires_at": r.expires_at,
+                "now": now,
+            }
+            for r in wanted.values()
+        ],
+    )
+    holders = {(row.consumer, row.key): row.owner for row in rows}
+    rows = executor.execute(
+        select(_INBOX.c.consumer, _INBOX.c.key, _INBOX.c.result).where(
+            tuple_(_INBOX.c.consumer, _INBOX.c.key).in_(list(wanted))
         )
-        holders = {(row.consumer, row.key): row.owner for row in rows}
+    )
+    done = {(row.consumer, row.key): row.result for row in rows}
+    stray = [k for k in done if holders.get(k) == wanted[k].owner]
+    if stray:
+        executor.execute(delete(_CLAIM).where(tuple_(_CLAIM.c.consumer, _CLAIM.c.key).in_(stray)))
     return [
         Admission(
             processed=(r.consumer, r.key) in done,
             result=done.get((r.consumer, r.key)),
-            claimed=holders.get((r.consumer, r.key)) == r.owner,
+            claimed=(r.consumer, r.key) not in done and holders.get((r.consumer, r.key)) == r.owner,
         )
         for r in requests
     ]

@@ -6,12 +6,14 @@ import asyncio
 import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Connection, Row, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
+from contracts.wire import utc_now
 from outbox import (
     AlreadyProcessedError,
     Database,
@@ -21,10 +23,12 @@ from outbox import (
     UnitOfWork,
     sqlite_url,
 )
+from outbox.admission import Admission, ClaimRequest, admit_all
 from outbox.claims import admit
 from outbox.journal import StepStatus, finish_step, load_journal, record_step
 from outbox.schema import migrate
 from outbox.staged_writes import StagedWrites
+from outbox.tables import Claim
 from tests.helpers import eventually
 from tests.outbox.conftest import Widget, widget_count
 
@@ -208,6 +212,45 @@ class TestAdmission:
         second = await admit(db, "consumer", "k", "next", timedelta(seconds=30))
         third = await admit(db, "consumer", "k", "another", timedelta(seconds=30))
         assert (first.claimed, second.claimed, third.claimed) == (True, True, False)
+
+    async def test_a_worker_that_finishes_during_admission_is_seen(self, db: Database) -> None:
+        """The worker holding the claim commits its result (inbox entry in, claim gone)
+        between two statements of another worker's admission, as a concurrent transaction
+        can under read committed: the input is answered from the inbox, never run again."""
+        lease = timedelta(seconds=30)
+        assert (await admit(db, "consumer", "k", "first", lease)).claimed
+        request = ClaimRequest("consumer", "k", "second", utc_now() + lease)
+
+        def admit_while_first_finishes(conn: Connection) -> list[Admission]:
+            executor = cast(Connection, _FirstWorkerFinishes(conn))
+            return admit_all(executor, [request], is_sqlite=db.is_sqlite, now=utc_now())
+
+        async with db.engine.begin() as conn:
+            [admission] = await conn.run_sync(admit_while_first_finishes)
+        assert admission.processed, "the finished input was admitted to run again"
+        assert (admission.result, admission.claimed) == (b"done", False)
+        async with db.session() as session:
+            assert list(await session.scalars(select(Claim))) == [], "a claim was left behind"
+
+
+class _FirstWorkerFinishes:
+    """Runs statements on ``conn``; after the first, worker 'first' finishes input 'k'."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._statements = 0
+
+    def execute(self, statement: Any, parameters: Any = None) -> list[Row[Any]]:
+        rows = list(self._conn.execute(statement, parameters))
+        self._statements += 1
+        if self._statements == 1:
+            self._conn.execute(
+                insert(InboxEntry).values(
+                    consumer="consumer", key="k", processed_at=utc_now(), result=b"done"
+                )
+            )
+            self._conn.execute(delete(Claim).where(col(Claim.owner) == "first"))
+        return rows
 
 
 @pytest.mark.parametrize("units", [1, 3])
