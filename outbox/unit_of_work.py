@@ -28,9 +28,11 @@ from outbox.tables import InboxEntry
 class UnitOfWork:
     """Use as ``async with UnitOfWork(db) as uow:``; commits on a clean exit, else rolls back.
 
-    ``uow.session`` is the SQLAlchemy session for the service's own writes. Its
-    connection is taken at the first statement, so slow work done before that
-    does not hold the database (this matters on SQLite, which has one writer).
+    ``uow.session`` is the SQLAlchemy session for the service's own writes. It is
+    made when first asked for (most units only stage rows for group commit and never
+    need one), and its connection is taken at the first statement, so slow work done
+    before that does not hold the database (this matters on SQLite, which has one
+    writer).
     """
 
     def __init__(self, db: Database, *, wait: bool = True) -> None:
@@ -43,6 +45,7 @@ class UnitOfWork:
         self._db = db
         self._wait = wait
         self._session: AsyncSession | None = None
+        self._entered = False
         self._staged = StagedWrites()
         self._done = False
 
@@ -54,12 +57,17 @@ class UnitOfWork:
     @property
     def session(self) -> AsyncSession:
         """The transaction's session, for the service's own rows."""
+        self._require_entered()
         if self._session is None:
-            raise RuntimeError("use the unit of work inside 'async with'")
+            self._session = self._db.session()
         return self._session
 
+    def _require_entered(self) -> None:
+        if not self._entered:
+            raise RuntimeError("use the unit of work inside 'async with'")
+
     async def __aenter__(self) -> Self:
-        self._session = self._db.session()
+        self._entered = True
         return self
 
     async def __aexit__(
@@ -72,7 +80,8 @@ class UnitOfWork:
             if exc is None and not self._done:
                 await self.commit()
         finally:
-            await self.session.close()  # rolls back whatever was not committed
+            if self._session is not None:
+                await self._session.close()  # rolls back whatever was not committed
 
     def publish(
         self,
@@ -147,10 +156,11 @@ class UnitOfWork:
         """
         if self._done:
             raise RuntimeError("this unit of work has already committed")
-        session = self.session
+        self._require_entered()
+        session = self._session
         staged = self._staged
         committed: list[Committed] = []
-        if _untouched(session):
+        if session is None or _untouched(session):
             if staged.empty:
                 pass  # nothing to write
             elif self._wait or staged.awaited:
