@@ -62,3 +62,35 @@ class TestAfterDedupWindow:
         ]
         assert len(answers) == 2
         assert answers[0] == answers[1]
+
+
+class TestLongRuns:
+    async def test_a_call_running_past_the_ack_wait_is_delivered_once(
+        self, own_nats: EmbeddedNats, hosts: Hosts
+    ) -> None:
+        """A call that runs for 2.5 times the ack wait reports progress meanwhile: the broker
+        does not hand it to another worker, and it runs once."""
+        app = Ballast("t")
+        runs = 0
+        name = unique("slow")
+
+        @app.tool(name)
+        async def slow(ctx: ToolContext, args: Item) -> str:
+            nonlocal runs
+            runs += 1
+            await asyncio.sleep(2.5)  # stands in for slow I/O
+            return "done"
+
+        await hosts.start(own_nats, app.specs, ack_wait_s=1.0)
+        client = await hosts.client(own_nats)
+        call = caller_call(name, call_id=f"{unique('l')}:1", text="x")
+        await publish_call(client.js, call)
+
+        async def acknowledged() -> bool:
+            info = await client.js.consumer_info(Stream.TOOLS.value, tool_service(name))
+            return bool(info.delivered.stream_seq >= 1 and info.num_ack_pending == 0)
+
+        await eventually(acknowledged, what="the call acknowledged")
+        info = await client.js.consumer_info(Stream.TOOLS.value, tool_service(name))
+        assert info.num_redelivered == 0, "the broker redelivered a call that was still running"
+        assert runs == 1
