@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import nats.errors
 import nats.js.errors
@@ -47,7 +47,6 @@ from services.cancelling import cancel_all
 from services.delivery import Consumer, ConsumerSettings
 from services.errors import BrokerError, ConfigurationError
 from services.gauges import GaugeRefresher, WatchedConsumer
-from services.http_server import EmbeddedHttpServer
 from services.keys import Keys, resolve_keys
 from services.metrics import Metrics
 from services.presence import instance_name
@@ -55,7 +54,6 @@ from services.rate_limits import SharedRateLimiter
 from services.redaction import Redactor
 from services.registry import AgentPolicy, AgentRegistry
 from services.results import ResultWaiter
-from services.service_api import service_app
 from services.settings import Settings
 from services.specs import AgentSpec, ServiceSpec
 from services.streams import (
@@ -66,6 +64,9 @@ from services.streams import (
     while_electing,
 )
 from services.tools import ToolConsumer, ToolGuards
+
+if TYPE_CHECKING:
+    from services.http_server import EmbeddedHttpServer
 
 log = structlog.get_logger("ballast.host")
 
@@ -195,6 +196,11 @@ class ServiceHost:
         self._tasks.append(asyncio.create_task(_supervise("gauges", lambda: gauges.run(interval))))
         await self.broker.start()
         if self.settings.http_port is not None:
+            # Loaded only here: a service without an HTTP port does not carry the web
+            # server's modules (about 2.5 MB of every such process's memory).
+            from services.http_server import EmbeddedHttpServer
+            from services.service_api import service_app
+
             self.http = EmbeddedHttpServer(
                 service_app(self.metrics.registry, self.health),
                 host=self.settings.http_host,

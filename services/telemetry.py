@@ -19,9 +19,6 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
 tracer = trace.get_tracer("ballast")
 
@@ -29,10 +26,19 @@ tracer = trace.get_tracer("ballast")
 def configure_tracing(mode: str, service_name: str) -> None:
     """Install a tracer provider for the process (``console`` or ``otlp``), or leave it off.
 
-    The provider flushes its batch of spans when the process exits.
+    The provider flushes its batch of spans when the process exits. The SDK is loaded
+    only here: with tracing off, a service does not carry it.
     """
     if mode == "off":
         return
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SpanExporter,
+    )
+
     exporter: SpanExporter
     if mode == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

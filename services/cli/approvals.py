@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-import uvicorn
 from rich.table import Table
 
 from contracts.approval import ApprovalStatus
@@ -104,6 +103,8 @@ def serve(
         async with client_for(settings) as client:
             store = Approvals(client.js)
             await store.start()
+            import uvicorn
+
             from services.approval_api import approval_app
 
             api = approval_app(store, token=token, signer=resolve_keys(settings).signer)
