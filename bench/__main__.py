@@ -253,7 +253,16 @@ async def _floors(
                 note="pull 1 per fetch, 64 workers, telemetry + Prometheus middlewares",
             ),
             partial(floors.faststream_configured_rate, server, n(2_000)),
-        )
+        ),
+        await repeat(
+            Figure(
+                "floor: FastStream as Ballast configures it, 2 processes, no database",
+                "calls/s",
+                reference=reference,
+                note="the same, served by 2 processes of their own sharing the consumer",
+            ),
+            partial(floors.faststream_configured_processes_rate, server, n(2_000), 2),
+        ),
     ]
     for label, database in databases:
         driver = Figure(f"floor: one durable commit p50, driver alone, {label}", "ms")

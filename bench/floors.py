@@ -5,7 +5,8 @@ these figures say where the floors are:
 
 - FastStream's broker as Ballast configures it (its telemetry and Prometheus
   middlewares, one message per fetch, a pool of 64 workers), running the no-op
-  handler with no database: the most a tool host can do before Ballast adds anything.
+  handler with no database: the most a tool host can do before Ballast adds anything;
+  in this process, and served by two processes of their own sharing the consumer.
 - One durable commit of one row, one after the other: through the driver alone and
   through SQLAlchemy's async engine, as Ballast commits. A step waits for three
   (the agent's journal and call, the tool's claim, the tool's result).
@@ -17,22 +18,28 @@ these figures say where the floors are:
 from __future__ import annotations
 
 import asyncio
+import functools
 import statistics
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import asyncpg
-from faststream.nats import PullSub
+import nats
+from faststream.nats import NatsBroker, PullSub
 from prometheus_client import CollectorRegistry
 from sqlalchemy import make_url, text
 
 from bench.common import RUNS, fresh_broker
 from bench.databases import postgres_available, postgres_database, sqlite_database
 from bench.noop_app import POOL
-from bench.peers import faststream_rate
+from bench.peers import drive_noop, faststream_rate, noop_stream
+from bench.processes import READY_TIMEOUT_S, pulling, stop_processes
 from outbox import Database
 from services.broker import NatsCredentials, make_broker
 from services.embedded import EmbeddedNats
@@ -57,23 +64,82 @@ LIBRARIES = (
 )
 """What a ``ballast run`` process imports from outside Ballast (its CLI, broker,
 database, settings, logs, metrics, traces, signatures and HTTP endpoint)."""
+ROOT = Path(__file__).resolve().parents[1]
 _SCRATCH = "CREATE TABLE IF NOT EXISTS bench_commit (id {} PRIMARY KEY, n INTEGER)"
 _INSERT_SQLITE = "INSERT INTO bench_commit (n) VALUES (?)"
 _INSERT_PG = "INSERT INTO bench_commit (n) VALUES ($1)"
 
 
-async def faststream_configured_rate(server: EmbeddedNats, count: int) -> float:
-    """Calls/s of the no-op handler on Ballast's broker and consumption path, no database."""
-    broker = make_broker(
-        server.url,
+def configured_broker(url: str) -> NatsBroker:
+    """FastStream's broker as a Ballast service makes it (its middlewares included)."""
+    return make_broker(
+        url,
         name="floor",
         credentials=NatsCredentials(),
         registry=CollectorRegistry(),
         closing=lambda: True,  # it disconnects only when the run is over
     )
+
+
+def configured_consumption() -> dict[str, Any]:
+    """The subscriber options of a Ballast service: one message per fetch, a pool of 64."""
+    return {"pull_sub": PullSub(batch_size=1, timeout=5.0), "max_workers": POOL}
+
+
+async def faststream_configured_rate(server: EmbeddedNats, count: int) -> float:
+    """Calls/s of the no-op handler on Ballast's broker and consumption path, no database."""
     return await faststream_rate(
-        server, count, broker, pull_sub=PullSub(batch_size=1, timeout=5.0), max_workers=POOL
+        server, count, configured_broker(server.url), **configured_consumption()
     )
+
+
+async def faststream_configured_processes_rate(
+    server: EmbeddedNats, count: int, processes: int
+) -> float:
+    """Calls/s of the same no-op served by ``processes`` processes of their own
+    (`bench.faststream_worker`) sharing one consumer: the floor of as many tool processes.
+    Every process must have handled some of the calls."""
+    prefix = f"fp{uuid.uuid4().hex[:8]}"
+    nc = await nats.connect(server.url)
+    workers: list[asyncio.subprocess.Process] = []
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name=noop_stream(prefix), subjects=[f"{prefix}.call"])
+        for _ in range(processes):
+            worker = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.faststream_worker", server.url, prefix,
+                cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            workers.append(worker)
+        for worker in workers:
+            assert worker.stdout is not None
+            line = await asyncio.wait_for(worker.stdout.readline(), READY_TIMEOUT_S)
+            if line.strip() != b"ready":
+                raise RuntimeError(f"a FastStream worker did not start (exit {worker.returncode})")
+        ready = functools.partial(pulling, js, noop_stream(prefix), "bench", processes)
+        await _until(ready, f"{processes} pull requests")
+        per_s = await drive_noop(server, prefix, count)
+    finally:
+        await stop_processes(workers)
+        await nc.close()
+    handled = [await _handled(worker) for worker in workers]
+    if 0 in handled:
+        raise RuntimeError(f"a FastStream worker took no calls (calls per worker: {handled})")
+    return per_s
+
+
+async def _handled(worker: asyncio.subprocess.Process) -> int:
+    assert worker.stdout is not None
+    out = (await worker.stdout.read()).decode().split()
+    return int(out[-1]) if out[-2:-1] == ["handled"] else 0
+
+
+async def _until(ready: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not await ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not ready within {READY_TIMEOUT_S:.0f} s: {what}")
+        await asyncio.sleep(0.1)
 
 
 async def commit_ms(url: str, commits: int) -> tuple[float, float]:
@@ -154,7 +220,9 @@ async def libraries_rss_mb() -> float:
 async def main() -> None:
     async with fresh_broker() as server:
         rates = [await faststream_configured_rate(server, 2_000) for _ in range(RUNS)]
+        two = [await faststream_configured_processes_rate(server, 2_000, 2) for _ in range(RUNS)]
     print(f"FastStream as Ballast configures it: {statistics.median(rates):,.0f} calls/s")
+    print(f"the same, 2 processes: {statistics.median(two):,.0f} calls/s")
     databases = [("SQLite", sqlite_database)]
     if await postgres_available():
         databases.append(("PostgreSQL", postgres_database))

@@ -84,17 +84,43 @@ async def faststream_rate(
     """Calls per second through ``broker``'s JetStream handler of the no-op, its consumer
     made with the ``subscribed`` options (see `faststream_plain_rate` for the shape)."""
     prefix = f"fs{uuid.uuid4().hex[:8]}"
+    serve_noop(
+        broker, prefix, JStream(noop_stream(prefix), subjects=[f"{prefix}.call"]), **subscribed
+    )
+    await broker.start()
+    try:
+        return await drive_noop(server, prefix, count)
+    finally:
+        await broker.stop()
+
+
+def noop_stream(prefix: str) -> str:
+    """The stream of the calls published to ``<prefix>.call``."""
+    return f"FS_{prefix}"
+
+
+def serve_noop(
+    broker: NatsBroker,
+    prefix: str,
+    stream: JStream,
+    on_call: Callable[[], None] = lambda: None,
+    **subscribed: Any,
+) -> None:
+    """Subscribe ``broker`` to the calls on ``<prefix>.call`` (durable consumer ``bench``):
+    the no-op answers each on ``<prefix>.result`` over core NATS (and calls ``on_call``)."""
 
     async def noop(call: dict[str, Any]) -> dict[str, Any]:
+        on_call()
         return {"call_id": call["call_id"], "n": call["args"]["n"]}
 
-    broker.subscriber(
-        f"{prefix}.call",
-        stream=JStream(f"FS_{prefix}", subjects=[f"{prefix}.call"]),
-        durable="bench",
-        **subscribed,
-    )(broker.publisher(f"{prefix}.result")(noop))
+    broker.subscriber(f"{prefix}.call", stream=stream, durable="bench", **subscribed)(
+        broker.publisher(f"{prefix}.result")(noop)
+    )
 
+
+async def drive_noop(server: EmbeddedNats, prefix: str, count: int) -> float:
+    """Publish ``count`` calls to ``<prefix>.call`` (acked, with ``Nats-Msg-Id``), wait for
+    their results on ``<prefix>.result``; calls per second, each checked to be answered once."""
     nc = await nats.connect(server.url)
     results: list[int] = []
     all_in = asyncio.Event()
@@ -104,10 +130,9 @@ async def faststream_rate(
         if len(results) >= count:
             all_in.set()
 
-    await nc.subscribe(f"{prefix}.result", cb=on_result)
-    await nc.flush()
-    await broker.start()
     try:
+        await nc.subscribe(f"{prefix}.result", cb=on_result)
+        await nc.flush()
         js = nc.jetstream(publish_async_max_pending=4000)
         payloads = [_call(i) for i in range(count)]
         started = time.perf_counter()
@@ -120,7 +145,6 @@ async def faststream_rate(
             await asyncio.wait_for(all_in.wait(), RESULTS_TIMEOUT_S)
         result = rate(count, started)
     finally:
-        await broker.stop()
         await nc.close()
     _verify("faststream", count, results)
     return result

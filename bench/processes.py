@@ -90,7 +90,7 @@ async def tool_processes(
             await _until_ready(server, replicas)
             yield Served(key, [r.proc.pid for r in replicas], [r.port for r in replicas])
         finally:
-            await _stop([r.proc for r in replicas])
+            await stop_processes([r.proc for r in replicas])
 
 
 def _free_ports(count: int) -> list[int]:
@@ -132,8 +132,10 @@ async def _until_ready(server: EmbeddedNats, replicas: list[_Replica]) -> None:
             await _poll(partial(_healthy, http, replica.port), replicas, f"port {replica.port}")
     nc = await nats.connect(server.url)
     try:
-        pulling = partial(_pulling, nc.jetstream(), len(replicas))
-        await _poll(pulling, replicas, f"{len(replicas)} pull requests on {noop.service}")
+        all_pulling = partial(
+            pulling, nc.jetstream(), Stream.TOOLS.value, noop.service, len(replicas)
+        )
+        await _poll(all_pulling, replicas, f"{len(replicas)} pull requests on {noop.service}")
     finally:
         await nc.close()
 
@@ -158,16 +160,18 @@ async def _healthy(http: httpx.AsyncClient, port: int) -> bool:
     return response.status_code == 200
 
 
-async def _pulling(js: JetStreamContext, replicas: int) -> bool:
-    # Each idle replica keeps one pull request (of one message) waiting at a time.
+async def pulling(js: JetStreamContext, stream: str, consumer: str, replicas: int) -> bool:
+    """Whether ``consumer`` has a pull request waiting from each of ``replicas`` (an idle
+    replica keeps one, of one message, waiting at a time)."""
     try:
-        info = await js.consumer_info(Stream.TOOLS.value, noop.service)
+        info = await js.consumer_info(stream, consumer)
     except (nats.js.errors.NotFoundError, nats.errors.TimeoutError):
         return False
     return (info.num_waiting or 0) >= replicas
 
 
-async def _stop(procs: list[asyncio.subprocess.Process]) -> None:
+async def stop_processes(procs: list[asyncio.subprocess.Process]) -> None:
+    """SIGTERM each, wait up to STOP_TIMEOUT_S for it to exit, then SIGKILL."""
     for proc in procs:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
