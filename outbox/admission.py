@@ -63,6 +63,15 @@ def _upsert(dialect_insert: Any) -> Any:
 
 _UPSERT_SQLITE = _upsert(sqlite.insert)
 _UPSERT_POSTGRES = _upsert(postgresql.insert)
+_PROCESSED = select(_INBOX.c.consumer, _INBOX.c.key, _INBOX.c.result).where(
+    tuple_(_INBOX.c.consumer, _INBOX.c.key).in_(bindparam("keys", expanding=True))
+)
+END_CLAIMS = delete(_CLAIM).where(
+    tuple_(_CLAIM.c.consumer, _CLAIM.c.key).in_(bindparam("keys", expanding=True))
+)
+"""End every claim on the (consumer, key) pairs given as ``keys``. The statements here are
+built once: SQLAlchemy then finds their compiled form without working out a cache key
+for a new statement object at every shared transaction."""
 
 
 def admit_all(
@@ -96,15 +105,11 @@ def admit_all(
         ],
     )
     holders = {(row.consumer, row.key): row.owner for row in rows}
-    rows = executor.execute(
-        select(_INBOX.c.consumer, _INBOX.c.key, _INBOX.c.result).where(
-            tuple_(_INBOX.c.consumer, _INBOX.c.key).in_(list(wanted))
-        )
-    )
+    rows = executor.execute(_PROCESSED, {"keys": list(wanted)})
     done = {(row.consumer, row.key): row.result for row in rows}
     stray = [k for k in done if holders.get(k) == wanted[k].owner]
     if stray:
-        executor.execute(delete(_CLAIM).where(tuple_(_CLAIM.c.consumer, _CLAIM.c.key).in_(stray)))
+        executor.execute(END_CLAIMS, {"keys": stray})
     return [
         Admission(
             processed=(r.consumer, r.key) in done,

@@ -9,23 +9,30 @@ round trip through the async driver costs far more than the database's own work.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Column, Table, Update, delete, insert, tuple_, update
+from sqlalchemy import Column, Insert, Table, Update, bindparam, insert, update
 from sqlalchemy import exc as sa_exc
 from sqlmodel import SQLModel
 
 from contracts.wire import utc_now
-from outbox.admission import Admission, ClaimRequest, Executor, admit_all
+from outbox.admission import END_CLAIMS, Admission, ClaimRequest, Executor, admit_all
 from outbox.errors import AlreadyProcessedError
 from outbox.publisher import Outgoing
-from outbox.tables import Claim, InboxEntry, OutboxMessage
+from outbox.tables import InboxEntry, OutboxMessage
 
 _INBOX: Table = InboxEntry.__table__  # type: ignore[attr-defined]  # set by SQLModel
 _OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
-_CLAIM: Table = Claim.__table__  # type: ignore[attr-defined]
+_INSERT_INBOX = insert(_INBOX)
+_INSERT_OUTBOX = insert(_OUTBOX).returning(_OUTBOX.c.id, sort_by_parameter_order=True)
+_MARK_SENT = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)))
+    .values(sent_at=bindparam("now"), last_error=None)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +107,12 @@ def _generated(column: Column[Any]) -> bool:
     return bool(column.primary_key and column.autoincrement is True)
 
 
+@functools.cache
+def _insert(table: Table) -> Insert:
+    """The insert of ``table``, built once (see `outbox.admission.END_CLAIMS`)."""
+    return insert(table)
+
+
 def write(executor: Executor, units: Sequence[StagedWrites], *, is_sqlite: bool) -> Written:
     """Write the staged rows of ``units`` in the open transaction of ``executor``.
 
@@ -114,19 +127,19 @@ def write(executor: Executor, units: Sequence[StagedWrites], *, is_sqlite: bool)
     inbox = [entry for unit in units for entry in unit.inbox]
     if inbox:
         try:
-            executor.execute(insert(_INBOX), inbox)
+            executor.execute(_INSERT_INBOX, inbox)
         except sa_exc.IntegrityError as exc:
             raise AlreadyProcessedError(inbox[0]["consumer"], inbox[0]["key"]) from exc
     ended = [(e["consumer"], e["key"]) for e in inbox]
     ended += [claim for unit in units for claim in unit.ended_claims]
     if ended:
-        executor.execute(delete(_CLAIM).where(tuple_(_CLAIM.c.consumer, _CLAIM.c.key).in_(ended)))
+        executor.execute(END_CLAIMS, {"keys": ended})
     by_table: dict[Table, list[dict[str, Any]]] = {}
     for unit in units:
         for table, values in unit.rows:
             by_table.setdefault(table, []).append(values)
     for table, rows in by_table.items():
-        executor.execute(insert(table), rows)
+        executor.execute(_insert(table), rows)
     by_statement: dict[int, tuple[Update, list[dict[str, Any]]]] = {}
     for unit in units:
         for statement, params in unit.updates:
@@ -135,15 +148,11 @@ def write(executor: Executor, units: Sequence[StagedWrites], *, is_sqlite: bool)
         executor.execute(statement, many)
     sent = [row_id for unit in units for row_id in unit.sent]
     if sent:
-        executor.execute(
-            update(_OUTBOX).where(_OUTBOX.c.id.in_(sent)).values(sent_at=now, last_error=None)
-        )
+        executor.execute(_MARK_SENT, {"ids": sent, "now": now})
     messages = [row for unit in units for row in unit.outbox]
     if not messages:
         return Written([], admissions)
-    result = executor.execute(
-        insert(_OUTBOX).returning(_OUTBOX.c.id, sort_by_parameter_order=True), messages
-    )
+    result = executor.execute(_INSERT_OUTBOX, messages)
     committed = [
         Committed(
             row_id,
