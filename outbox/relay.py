@@ -9,10 +9,11 @@ the batch is read, published and marked in separate short transactions to keep
 the file free for writers during the publish.
 
 Rows committed by this process need no search: the commit hands them over
-(`offer`) and they are published at once, many in flight, and marked sent in a
-shared transaction (group commit). The search is a sweep for the rest: rows a
-crashed process left, rows whose publish failed, rows of other writers. The
-sweep leaves rows younger than ``sweep_min_age_s`` to the relay that wrote them.
+(`offer`) and they are published at once, many in flight, and marked sent a moment
+later, the rows of many rounds in one transaction (`GroupCommit.defer`). The search
+is a sweep for the rest: rows a crashed process left, rows whose publish failed,
+rows of other writers. The sweep leaves rows younger than ``sweep_min_age_s`` to the
+relay that wrote them.
 
 A crash between publish and mark-sent leaves the rows unsent: they are
 published again with the same ``Nats-Msg-Id`` and the stream drops the copies.

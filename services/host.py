@@ -196,8 +196,8 @@ class ServiceHost:
         self._tasks.append(asyncio.create_task(_supervise("gauges", lambda: gauges.run(interval))))
         await self.broker.start()
         if self.settings.http_port is not None:
-            # Loaded only here: a service without an HTTP port does not carry the web
-            # server's modules (about 2.5 MB of every such process's memory).
+            # Loaded only here: a service without an HTTP port does not carry Starlette
+            # and the routes in its memory.
             from services.http_server import EmbeddedHttpServer
             from services.service_api import service_app
 
