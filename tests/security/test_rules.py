@@ -63,6 +63,18 @@ class TestPrincipalTokens:
         with pytest.raises(AuthenticationError, match="expired"):
             verify_principal(token, ALICE, RING, now=utc_now() + timedelta(hours=2))
 
+    def test_a_token_verified_before_is_still_checked_where_it_matters(self) -> None:
+        """A token's signature check is remembered; its expiry, the principal it must
+        match and the ring that must trust its key are checked at every use."""
+        token = sign_principal(ALICE, KEY)
+        assert verify_principal(token, ALICE, RING) == ALICE
+        with pytest.raises(AuthenticationError, match="expired"):
+            verify_principal(token, ALICE, RING, now=utc_now() + timedelta(hours=2))
+        with pytest.raises(AuthenticationError, match="differs"):
+            verify_principal(token, ALICE.model_copy(update={"tenant": "other"}), RING)
+        with pytest.raises(AuthenticationError, match="not a trusted key"):
+            verify_principal(token, ALICE, KeyRing([SigningKey.generate().public_key]))
+
     def test_a_tampered_payload_breaks_the_signature(self) -> None:
         _, signature, signer = sign_principal(ALICE, KEY).split(".")
         other, _, _ = sign_principal(ALICE.model_copy(update={"user_id": "bob"}), KEY).split(".")
