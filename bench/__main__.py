@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import backlog, floors, processes
-from bench.common import RUNS, Figure, fresh_broker, machine, repeat
+from bench.common import ROOT, RUNS, Figure, fresh_broker, machine, repeat
 from bench.databases import postgres_available, postgres_database, sqlite_database
 from bench.raw_nats import consume_rate, publish_rate, round_trip_ms
 from bench.relay import relay_rate
@@ -34,7 +34,6 @@ from services.logging import configure_logging
 
 SCALE = float(os.environ.get("BALLAST_BENCH_SCALE", "1.0"))
 RESULTS = Path(__file__).parent / "results"
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def n(count: int) -> int:

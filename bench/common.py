@@ -18,6 +18,9 @@ from services.embedded import EmbeddedNats, nats_server_binary
 RUNS = int(os.environ.get("BALLAST_BENCH_RUNS", "3"))
 """Each figure is the median of this many runs."""
 
+ROOT = Path(__file__).resolve().parents[1]
+"""The project's directory: where the benchmark's own processes start."""
+
 
 @dataclass
 class Figure:

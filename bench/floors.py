@@ -25,7 +25,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import aiosqlite
@@ -35,14 +34,15 @@ from faststream.nats import NatsBroker, PullSub
 from prometheus_client import CollectorRegistry
 from sqlalchemy import make_url, text
 
-from bench.common import RUNS, fresh_broker
+from bench.common import ROOT, RUNS, fresh_broker
 from bench.databases import postgres_available, postgres_database, sqlite_database
 from bench.noop_app import POOL
 from bench.peers import drive_noop, faststream_rate, noop_stream
-from bench.processes import READY_TIMEOUT_S, pulling, stop_processes
+from bench.processes import READY_TIMEOUT_S, poll, pulling, stop_processes
 from outbox import Database
 from services.broker import NatsCredentials, make_broker
 from services.embedded import EmbeddedNats
+from services.host import FETCH_TIMEOUT_S
 
 LIBRARIES = (
     "faststream.nats",
@@ -64,7 +64,6 @@ LIBRARIES = (
 )
 """What a ``ballast run`` process imports from outside Ballast (its CLI, broker,
 database, settings, logs, metrics, traces, signatures and HTTP endpoint)."""
-ROOT = Path(__file__).resolve().parents[1]
 _SCRATCH = "CREATE TABLE IF NOT EXISTS bench_commit (id {} PRIMARY KEY, n INTEGER)"
 _INSERT_SQLITE = "INSERT INTO bench_commit (n) VALUES (?)"
 _INSERT_PG = "INSERT INTO bench_commit (n) VALUES ($1)"
@@ -83,7 +82,7 @@ def configured_broker(url: str) -> NatsBroker:
 
 def configured_consumption() -> dict[str, Any]:
     """The subscriber options of a Ballast service: one message per fetch, a pool of 64."""
-    return {"pull_sub": PullSub(batch_size=1, timeout=5.0), "max_workers": POOL}
+    return {"pull_sub": PullSub(batch_size=1, timeout=FETCH_TIMEOUT_S), "max_workers": POOL}
 
 
 async def faststream_configured_rate(server: EmbeddedNats, count: int) -> float:
@@ -117,7 +116,7 @@ async def faststream_configured_processes_rate(
             if line.strip() != b"ready":
                 raise RuntimeError(f"a FastStream worker did not start (exit {worker.returncode})")
         ready = functools.partial(pulling, js, noop_stream(prefix), "bench", processes)
-        await _until(ready, f"{processes} pull requests")
+        await poll(ready, f"{processes} pull requests")
         per_s = await drive_noop(server, prefix, count)
     finally:
         await stop_processes(workers)
@@ -132,14 +131,6 @@ async def _handled(worker: asyncio.subprocess.Process) -> int:
     assert worker.stdout is not None
     out = (await worker.stdout.read()).decode().split()
     return int(out[-1]) if out[-2:-1] == ["handled"] else 0
-
-
-async def _until(ready: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while not await ready():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"not ready within {READY_TIMEOUT_S:.0f} s: {what}")
-        await asyncio.sleep(0.1)
 
 
 async def commit_ms(url: str, commits: int) -> tuple[float, float]:

@@ -38,7 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import make_url
 
 from bench.calls import check_inbox, run_calls
-from bench.common import Figure, fresh_broker, repeat
+from bench.common import ROOT, Figure, fresh_broker, repeat
 from bench.databases import postgres_available, postgres_database, sqlite_database
 from bench.noop_app import TARGET, noop
 from contracts.subjects import Stream
@@ -51,7 +51,6 @@ READY_TIMEOUT_S = 60.0
 """Start-up of every process, imports included (several start at once on 2 cores)."""
 STOP_TIMEOUT_S = 30.0
 """SIGTERM drains for up to BALLAST_SHUTDOWN_GRACE_S (20 s); after this, SIGKILL."""
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,27 +128,41 @@ async def _until_ready(server: EmbeddedNats, replicas: list[_Replica]) -> None:
     consumer has a pull request waiting from each: none joins after the clock starts."""
     async with httpx.AsyncClient(timeout=2.0) as http:
         for replica in replicas:
-            await _poll(partial(_healthy, http, replica.port), replicas, f"port {replica.port}")
+            healthy = partial(_healthy, http, replica.port)
+            await poll(healthy, f"port {replica.port}", partial(_exited, replicas))
     nc = await nats.connect(server.url)
     try:
         all_pulling = partial(
             pulling, nc.jetstream(), Stream.TOOLS.value, noop.service, len(replicas)
         )
-        await _poll(all_pulling, replicas, f"{len(replicas)} pull requests on {noop.service}")
+        what = f"{len(replicas)} pull requests on {noop.service}"
+        await poll(all_pulling, what, partial(_exited, replicas))
     finally:
         await nc.close()
 
 
-async def _poll(ready: Callable[[], Awaitable[bool]], replicas: list[_Replica], what: str) -> None:
+async def poll(
+    ready: Callable[[], Awaitable[bool]],
+    what: str,
+    exited: Callable[[], str | None] = lambda: None,
+) -> None:
+    """Wait until ``ready()``; fail after READY_TIMEOUT_S, or at once with what ``exited()``
+    says when a process the wait depends on has ended."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     while not await ready():
-        for replica in replicas:
-            if replica.proc.returncode is not None:
-                tail = replica.log.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"a tool process exited ({replica.proc.returncode}):\n{tail}")
+        if (ended := exited()) is not None:
+            raise RuntimeError(ended)
         if time.monotonic() > deadline:
             raise RuntimeError(f"not ready within {READY_TIMEOUT_S:.0f} s: {what}")
         await asyncio.sleep(0.2)
+
+
+def _exited(replicas: list[_Replica]) -> str | None:
+    for replica in replicas:
+        if replica.proc.returncode is not None:
+            tail = replica.log.read_text(errors="replace")[-2000:]
+            return f"a tool process exited ({replica.proc.returncode}):\n{tail}"
+    return None
 
 
 async def _healthy(http: httpx.AsyncClient, port: int) -> bool:

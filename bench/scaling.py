@@ -25,7 +25,6 @@ from services.identity import SigningKey
 
 TASKS = int(os.environ.get("BALLAST_BENCH_SCALING_TASKS", "600"))
 TOOL_POOL = os.environ.get("BALLAST_BENCH_TOOL_POOL", "8")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 async def tasks_per_second(server: EmbeddedNats, database_url: str, tool_replicas: int) -> float:
