@@ -1,10 +1,10 @@
 """Worker pools: one per handler, so a slow or failing handler cannot starve another.
 
 A pool bounds how many messages of one handler run at once and how long each
-may run. The broker side is bounded to match: each replica takes a message from
-the stream only when its pool can start it, and the handler's JetStream consumer,
-shared by every replica, admits at most one pool's worth per replica (see
-`PoolConfig.max_ack_pending`).
+may run. The broker side is bounded to match: each replica asks the stream only
+for messages its pool can start (services.pull_flow), and the handler's JetStream
+consumer, shared by every replica, admits at most one pool's worth per replica
+(see `PoolConfig.max_ack_pending`).
 """
 
 from __future__ import annotations
@@ -42,10 +42,12 @@ class PoolConfig:
     def max_ack_pending(self) -> int:
         """The consumer's unacknowledged-message limit, shared by every replica.
 
-        Each replica holds at most its pool plus the one message it fetched while
-        waiting for a free slot. A limit of one pool would make replicas split one
-        pool between them (a second replica would slow the service down); the
-        default of 1000 would hide a stuck service behind a silent backlog.
+        Each replica asks the server only for the slots its pool has free, so it
+        holds at most its pool; the one more per replica is slack for a pull request
+        that delivers after its replica counted it gone (a reconnection). A limit of
+        one pool would make replicas split one pool between them (a second replica
+        would slow the service down); the default of 1000 would hide a stuck service
+        behind a silent backlog.
         """
         return (self.size + 1) * self.max_replicas
 

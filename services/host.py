@@ -50,6 +50,7 @@ from services.gauges import GaugeRefresher, WatchedConsumer
 from services.keys import Keys, resolve_keys
 from services.metrics import Metrics
 from services.presence import instance_name
+from services.pull_flow import flow_controlled
 from services.rate_limits import SharedRateLimiter
 from services.redaction import Redactor
 from services.registry import AgentPolicy, AgentRegistry
@@ -281,20 +282,21 @@ class ServiceHost:
         config = consumer_config(spec.service, consumer.subject, spec.pool, spec.retry, ack_wait)
         await ensure_consumer(js, stream, config)
         self._watched.append(WatchedConsumer(spec.service, stream.value, consumer.pool))
-        self.broker.subscriber(
+        subscriber = self.broker.subscriber(
             consumer.subject,
             stream=JStream(stream.value, declare=False),
             durable=spec.service,
             config=config,
-            # One message per fetch, and the next fetch only once the pool can start the
-            # last one: a replica holds at most one message that another replica could
-            # run, and never waits for a batch to fill.
+            # Pulled with flow control (services.pull_flow): a replica asks only for what
+            # its pool can start, and never waits for a batch to fill.
             pull_sub=PullSub(batch_size=1, timeout=FETCH_TIMEOUT_S),
             max_workers=spec.pool.size,
             ack_policy=AckPolicy.MANUAL,
             decoder=_raw_message,
             inbox_prefix=f"{self.credentials.inbox_prefix}.".encode(),
-        )(consumer)
+        )
+        subscriber(consumer)
+        flow_controlled(subscriber)
         return consumer
 
     async def _reconnected(self) -> None:
