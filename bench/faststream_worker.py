@@ -16,6 +16,7 @@ from faststream.nats import JStream
 
 from bench.floors import configured_broker, configured_consumption
 from bench.peers import noop_stream, serve_noop
+from services.pull_flow import flow_controlled
 
 
 async def serve(url: str, prefix: str) -> None:
@@ -27,7 +28,7 @@ async def serve(url: str, prefix: str) -> None:
         handled += 1
 
     stream = JStream(noop_stream(prefix), declare=False)
-    serve_noop(broker, prefix, stream, count, **configured_consumption())
+    flow_controlled(serve_noop(broker, prefix, stream, count, **configured_consumption()))
     stopping = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
     await broker.start()

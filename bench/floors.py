@@ -4,7 +4,7 @@ A target below a floor cannot be met by Ballast's own code, only by other parts;
 these figures say where the floors are:
 
 - FastStream's broker as Ballast configures it (its telemetry and Prometheus
-  middlewares, one message per fetch, a pool of 64 workers), running the no-op
+  middlewares, pulled with flow control, a pool of 64 workers), running the no-op
   handler with no database: the most a tool host can do before Ballast adds anything;
   in this process, and served by two processes of their own sharing the consumer.
 - One durable commit of one row, one after the other: through the driver alone and
@@ -81,14 +81,19 @@ def configured_broker(url: str) -> NatsBroker:
 
 
 def configured_consumption() -> dict[str, Any]:
-    """The subscriber options of a Ballast service: one message per fetch, a pool of 64."""
+    """The subscriber options of a Ballast service (a pool of 64); its subscriber is then
+    pulled with flow control (`services.pull_flow.flow_controlled`)."""
     return {"pull_sub": PullSub(batch_size=1, timeout=FETCH_TIMEOUT_S), "max_workers": POOL}
 
 
 async def faststream_configured_rate(server: EmbeddedNats, count: int) -> float:
     """Calls/s of the no-op handler on Ballast's broker and consumption path, no database."""
     return await faststream_rate(
-        server, count, configured_broker(server.url), **configured_consumption()
+        server,
+        count,
+        configured_broker(server.url),
+        flow_control=True,
+        **configured_consumption(),
     )
 
 

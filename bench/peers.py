@@ -40,6 +40,7 @@ from bench.common import Figure, fresh_broker, rate, repeat
 from bench.databases import postgres_available, postgres_database
 from bench.noop_app import POOL
 from services.embedded import EmbeddedNats
+from services.pull_flow import flow_controlled
 
 RESULTS_TIMEOUT_S = 120.0
 """How long a run waits for its last result before it counts the missing ones."""
@@ -79,14 +80,22 @@ async def faststream_plain_rate(server: EmbeddedNats, count: int) -> float:
 
 
 async def faststream_rate(
-    server: EmbeddedNats, count: int, broker: NatsBroker, **subscribed: Any
+    server: EmbeddedNats,
+    count: int,
+    broker: NatsBroker,
+    *,
+    flow_control: bool = False,
+    **subscribed: Any,
 ) -> float:
     """Calls per second through ``broker``'s JetStream handler of the no-op, its consumer
-    made with the ``subscribed`` options (see `faststream_plain_rate` for the shape)."""
+    made with the ``subscribed`` options (see `faststream_plain_rate` for the shape) and
+    pulled as a Ballast service pulls if ``flow_control``."""
     prefix = f"fs{uuid.uuid4().hex[:8]}"
-    serve_noop(
+    subscriber = serve_noop(
         broker, prefix, JStream(noop_stream(prefix), subjects=[f"{prefix}.call"]), **subscribed
     )
+    if flow_control:
+        flow_controlled(subscriber)
     await broker.start()
     try:
         return await drive_noop(server, prefix, count)
@@ -105,17 +114,18 @@ def serve_noop(
     stream: JStream,
     on_call: Callable[[], None] = lambda: None,
     **subscribed: Any,
-) -> None:
+) -> Any:
     """Subscribe ``broker`` to the calls on ``<prefix>.call`` (durable consumer ``bench``):
-    the no-op answers each on ``<prefix>.result`` over core NATS (and calls ``on_call``)."""
+    the no-op answers each on ``<prefix>.result`` over core NATS (and calls ``on_call``).
+    Returns the subscriber."""
 
     async def noop(call: dict[str, Any]) -> dict[str, Any]:
         on_call()
         return {"call_id": call["call_id"], "n": call["args"]["n"]}
 
-    broker.subscriber(f"{prefix}.call", stream=stream, durable="bench", **subscribed)(
-        broker.publisher(f"{prefix}.result")(noop)
-    )
+    subscriber = broker.subscriber(f"{prefix}.call", stream=stream, durable="bench", **subscribed)
+    subscriber(broker.publisher(f"{prefix}.result")(noop))
+    return subscriber
 
 
 async def drive_noop(server: EmbeddedNats, prefix: str, count: int) -> float:

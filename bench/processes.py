@@ -175,7 +175,7 @@ async def _healthy(http: httpx.AsyncClient, port: int) -> bool:
 
 async def pulling(js: JetStreamContext, stream: str, consumer: str, replicas: int) -> bool:
     """Whether ``consumer`` has a pull request waiting from each of ``replicas`` (an idle
-    replica keeps one, of one message, waiting at a time)."""
+    replica keeps one open, for its whole pool)."""
     try:
         info = await js.consumer_info(stream, consumer)
     except (nats.js.errors.NotFoundError, nats.errors.TimeoutError):
