@@ -90,13 +90,10 @@ class FlowControlledPullSubscriber(ConcurrentPullStreamSubscriber):
 
     async def _consume_pull(self, cb: Callable[[Msg], Coroutine[Any, Any, Any]]) -> None:
         # ``cb`` is FastStream's hand-off to its own worker queue; messages go to `consume`.
-        if self.subscription is None:
-            raise RuntimeError("the pull loop started before its subscription")
-        consumer = await self.subscription.consumer_info()
         expires_s = self.pull_sub.timeout or 1.0
         await _PullLoop(
             self,
-            f"{api.DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{consumer.stream_name}.{consumer.name}",
+            f"{api.DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{self.stream.name}.{self.config.durable_name}",
             PullCredit(self.max_workers, expires_s),
         ).run()
 
@@ -125,7 +122,13 @@ class _PullLoop:
                     batch = self.credit.to_ask(time.monotonic())
                     if batch:
                         request = json.dumps({"batch": batch, "expires": expires_ns})
-                        await connection.publish(self.next_subject, request.encode(), reply=inbox)
+                        try:
+                            await connection.publish(
+                                self.next_subject, request.encode(), reply=inbox
+                            )
+                        except nats.errors.Error as exc:  # disconnected: asked again later
+                            self.credit.ended(undelivered=batch)
+                            log.warning("pull.request_not_sent", error=str(exc) or repr(exc))
                     self.changed.clear()
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self.credit.expires_s):
@@ -174,6 +177,8 @@ def flow_controlled(subscriber: object) -> FlowControlledPullSubscriber:
             f"flow control needs FastStream's ConcurrentPullStreamSubscriber, got "
             f"{type(subscriber).__name__}: pass pull_sub and max_workers > 1"
         )
+    if subscriber.config.durable_name is None:
+        raise TypeError("flow control pulls from a durable consumer: pass durable=...")
     subscriber.__class__ = FlowControlledPullSubscriber
     assert isinstance(subscriber, FlowControlledPullSubscriber)
     return subscriber

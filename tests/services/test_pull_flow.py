@@ -73,6 +73,15 @@ def test_only_a_concurrent_pull_subscriber_can_be_flow_controlled() -> None:
         flow_controlled(subscriber)
 
 
+def test_flow_control_needs_a_durable_consumer() -> None:
+    broker = NatsBroker()
+    subscriber = broker.subscriber(
+        "s", stream=JStream("s"), pull_sub=PullSub(batch_size=1), max_workers=2
+    )
+    with pytest.raises(TypeError, match="durable"):
+        flow_controlled(subscriber)
+
+
 class _Replica:
     """A FastStream broker whose one flow-controlled handler blocks while ``hold`` is clear."""
 
