@@ -14,8 +14,10 @@ it arrives:
 - requests expire after the subscriber's pull timeout; the server's expiry status
   says how many were not delivered, and a request whose expiry never came back
   (the connection dropped meanwhile) counts as expired a moment later;
-- on stop: no new requests, and a message that still arrives is handed back (nak)
-  at once for another replica; handlers in flight get FastStream's grace period.
+- on stop: the open requests end first (the inbox is drained, and the server keeps
+  no request nobody listens for), a message already on its way is handed back (nak)
+  at once for another replica, and only then do handlers in flight get FastStream's
+  grace period: what they hand back goes to another replica, not round again.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import nats.errors
 import structlog
 from faststream.nats.subscriber.usecases import ConcurrentPullStreamSubscriber
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import api
 
 log = structlog.get_logger("ballast.pull")
@@ -40,6 +43,8 @@ STATUS_EXPIRED = "408"
 PENDING_HEADER = "Nats-Pending-Messages"
 LOST_AFTER_S = 1.0
 """How long past its expiry a request whose expiry status never came counts as gone."""
+DRAIN_TIMEOUT_S = 2.0
+"""Longest wait, when stopping, for the server to confirm the end of the open requests."""
 
 
 class PullCredit:
@@ -87,15 +92,27 @@ class FlowControlledPullSubscriber(ConcurrentPullStreamSubscriber):
     """
 
     __slots__ = ()
+    _pulling: _PullLoop | None
 
     async def _consume_pull(self, cb: Callable[[Msg], Coroutine[Any, Any, Any]]) -> None:
         # ``cb`` is FastStream's hand-off to its own worker queue; messages go to `consume`.
         expires_s = self.pull_sub.timeout or 1.0
-        await _PullLoop(
+        self._pulling = _PullLoop(
             self,
             f"{api.DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{self.stream.name}.{self.config.durable_name}",
             PullCredit(self.max_workers, expires_s),
-        ).run()
+        )
+        await self._pulling.run()
+
+    async def stop(self) -> None:
+        """End the open pull requests first, then stop as FastStream does (in-flight
+        handlers get the grace period). Otherwise a message a handler hands back once
+        the grace period is over would come straight back into this replica's open
+        request, spending a delivery each time, instead of going to another replica."""
+        pulling, self._pulling = getattr(self, "_pulling", None), None
+        if pulling is not None:
+            await pulling.stop_asking()
+        await super().stop()
 
 
 class _PullLoop:
@@ -109,16 +126,17 @@ class _PullLoop:
         self.credit = credit
         self.changed = asyncio.Event()
         self.handlers = asyncio.TaskGroup()
+        self.asking = True
+        self._replies: Subscription | None = None
 
     async def run(self) -> None:
         connection = self.subscriber.connection
         inbox = connection.new_inbox()
         expires_ns = int(self.credit.expires_s * 1e9)
-        replies = None
         try:
             async with self.handlers:
-                replies = await connection.subscribe(inbox, cb=self._arrived)
-                while self.subscriber.running:
+                self._replies = await connection.subscribe(inbox, cb=self._arrived)
+                while self.asking and self.subscriber.running:
                     batch = self.credit.to_ask(time.monotonic())
                     if batch:
                         request = json.dumps({"batch": batch, "expires": expires_ns})
@@ -135,11 +153,20 @@ class _PullLoop:
                             await self.changed.wait()
                 # Stopping: leaving the task group waits for the handlers in flight
                 # (FastStream cancels this task, and so them, once its grace period is
-                # over) while late arrivals are handed back.
+                # over).
         finally:
-            if replies is not None:
-                with contextlib.suppress(nats.errors.Error):
-                    await replies.unsubscribe()
+            await self.stop_asking()
+
+    async def stop_asking(self) -> None:
+        """Send no more requests and end the open ones: the inbox is drained (the server
+        keeps no request without interest), what was already on its way is handed back."""
+        self.asking = False
+        self.changed.set()
+        replies, self._replies = self._replies, None
+        if replies is not None:
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                async with asyncio.timeout(DRAIN_TIMEOUT_S):  # the broker may be away
+                    await replies.drain()  # type: ignore[no-untyped-call]  # nats-py's
 
     async def _arrived(self, msg: Msg) -> None:
         headers = msg.headers or {}
@@ -147,7 +174,7 @@ class _PullLoop:
         if status is None:
             self.credit.received()
             try:
-                if not self.subscriber.running:
+                if not (self.asking and self.subscriber.running):
                     raise RuntimeError("stopping")
                 self.handlers.create_task(self._handle(msg))
             except RuntimeError:  # stopping or stopped: another replica takes it now

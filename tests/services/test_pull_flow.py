@@ -90,19 +90,34 @@ class _Replica:
         self.handled = handled
         self.hold = asyncio.Event()
         self.started = 0
+        self.attempts: list[int] = []
+        """The delivery count of each message it started."""
+        self.release_at_stop = True
+        """Whether stopping lets the held handlers finish (else they are cancelled)."""
 
     async def handle(self, msg: NatsMessage) -> None:
         self.started += 1
-        await self.hold.wait()
+        self.attempts.append(msg.raw_message.metadata.num_delivered or 0)
+        try:
+            await self.hold.wait()
+        except asyncio.CancelledError:  # stopped past the grace period: hand it back
+            await msg.nack()
+            raise
         self.handled.append((self.name, msg.body))
         await msg.ack()
 
 
 @asynccontextmanager
 async def _replica(
-    server: EmbeddedNats, stream: str, replica: _Replica, *, pool: int, timeout_s: float
+    server: EmbeddedNats,
+    stream: str,
+    replica: _Replica,
+    *,
+    pool: int,
+    timeout_s: float,
+    grace_s: float = 10.0,
 ) -> AsyncIterator[NatsBroker]:
-    broker = NatsBroker(server.url, graceful_timeout=10.0, apply_types=False)
+    broker = NatsBroker(server.url, graceful_timeout=grace_s, apply_types=False)
     subscriber = broker.subscriber(
         stream,
         stream=JStream(stream, declare=False),
@@ -119,7 +134,8 @@ async def _replica(
     try:
         yield broker
     finally:
-        replica.hold.set()
+        if replica.release_at_stop:
+            replica.hold.set()
         await broker.stop()
 
 
@@ -224,3 +240,30 @@ class TestFlowControlledPull:
             first.hold.set()
             await stopping
         assert sorted(handled) == [("first", b"in flight"), ("second", b"late")]
+
+    async def test_a_message_handed_back_at_stop_goes_elsewhere_not_round_again(
+        self, nats_server: EmbeddedNats
+    ) -> None:
+        """Past the grace period the handler hands its message back (nak) while the replica
+        still had a pull request open: the message must not come back to it again and again
+        (each time a delivery spent), but go to the next replica as its second delivery."""
+        handled: list[tuple[str, bytes]] = []
+        first, second = _Replica("first", handled), _Replica("second", handled)
+        first.release_at_stop = False
+        second.hold.set()
+        async with _stream(nats_server) as (name, js):
+            async with _replica(nats_server, name, first, pool=4, timeout_s=10.0, grace_s=0.3):
+                await js.publish(name, b"long")
+
+                async def running() -> bool:
+                    return first.started == 1
+
+                await eventually(running, timeout_s=5, what="the message started")
+            async with _replica(nats_server, name, second, pool=4, timeout_s=10.0):
+
+                async def handled_elsewhere() -> bool:
+                    return ("second", b"long") in handled
+
+                await eventually(handled_elsewhere, timeout_s=5, what="the message elsewhere")
+        assert first.attempts == [1]
+        assert second.attempts == [2]
