@@ -75,7 +75,7 @@ HEALTH_TIMEOUT_S = 2.0
 """How long the health check waits for the database."""
 
 FETCH_TIMEOUT_S = 1.0
-"""How long one pull request waits for messages before the next one is sent."""
+"""How long one pull request stays open at the server before it is asked again."""
 
 
 async def _raw_message(msg: NatsMessage) -> NatsMessage:
@@ -288,7 +288,8 @@ class ServiceHost:
             durable=spec.service,
             config=config,
             # Pulled with flow control (services.pull_flow): a replica asks only for what
-            # its pool can start, and never waits for a batch to fill.
+            # its pool can start, and never waits for a batch to fill. Of PullSub only
+            # the timeout counts there: each pull request's expiry.
             pull_sub=PullSub(batch_size=1, timeout=FETCH_TIMEOUT_S),
             max_workers=spec.pool.size,
             ack_policy=AckPolicy.MANUAL,
