@@ -14,6 +14,8 @@ it arrives:
 - requests expire after the subscriber's pull timeout; the server's expiry status
   says how many were not delivered, and a request whose expiry never came back
   (the connection dropped meanwhile) counts as expired a moment later;
+- nothing is asked while the connection is down (nats-py would buffer the requests
+  and send them all on reconnect, each asking for the same free slots);
 - on stop: the open requests end first (the inbox is drained, and the server keeps
   no request nobody listens for), a message already on its way is handed back (nak)
   at once for another replica, and only then do handlers in flight get FastStream's
@@ -137,7 +139,11 @@ class _PullLoop:
             async with self.handlers:
                 self._replies = await connection.subscribe(inbox, cb=self._arrived)
                 while self.asking and self.subscriber.running:
-                    batch = self.credit.to_ask(time.monotonic())
+                    # While nats-py reconnects, a request would wait in its buffer and go
+                    # out on reconnect with every other request buffered meanwhile: all of
+                    # them asking for the same free slots. Nothing is asked until then.
+                    connected = connection.is_connected
+                    batch = self.credit.to_ask(time.monotonic()) if connected else 0
                     if batch:
                         request = json.dumps({"batch": batch, "expires": expires_ns})
                         try:

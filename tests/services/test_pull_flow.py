@@ -267,3 +267,43 @@ class TestFlowControlledPull:
                 await eventually(handled_elsewhere, timeout_s=5, what="the message elsewhere")
         assert first.attempts == [1]
         assert second.attempts == [2]
+
+    async def test_nothing_is_asked_while_the_broker_is_away(self, own_nats: EmbeddedNats) -> None:
+        """Handlers finish while nats-server is down. Requests sent then would wait in
+        nats-py's buffer and all go out on reconnect, each asking for the same free slots:
+        the replica would then run more than its pool. Once the server is back, it runs
+        exactly its pool of 2 and the rest wait at the server."""
+        handled: list[tuple[str, bytes]] = []
+        replica = _Replica("a", handled)
+        expires_s = 0.5
+        async with (
+            _stream(own_nats) as (name, js),
+            _replica(own_nats, name, replica, pool=2, timeout_s=expires_s),
+        ):
+            for i in range(20):
+                await js.publish(name, str(i).encode())
+
+            async def pool_full() -> bool:
+                return replica.started == 2
+
+            await eventually(pool_full, timeout_s=5, what="two handlers started")
+            await own_nats.kill()
+            replica.hold.set()  # both finish while the server is away
+
+            async def both_handled() -> bool:
+                return len(handled) == 2
+
+            await eventually(both_handled, timeout_s=5, what="the two handled")
+            # Several request periods pass without a server (each would have sent one).
+            await asyncio.sleep(4 * (expires_s + LOST_AFTER_S))
+            replica.hold.clear()
+            await own_nats.start()
+
+            async def pool_full_again() -> bool:
+                return replica.started >= 4
+
+            await eventually(pool_full_again, timeout_s=20, what="two more started")
+            await asyncio.sleep(1.0)  # time for more to arrive, were they asked for
+            assert replica.started == 4, f"{replica.started - 2} started after the outage"
+            info = await js.consumer_info(name, name)
+            assert info.num_ack_pending == 2
