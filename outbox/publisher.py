@@ -52,6 +52,7 @@ class JetStreamPublisher:
 
     def __init__(self, js: JetStreamContext, *, ack_timeout_s: float = 5.0) -> None:
         self._js = js
+        self._connection = js._nc  # nats-py's JetStream context has no public accessor
         self._ack_timeout_s = ack_timeout_s
 
     async def publish_batch(self, messages: list[Outgoing]) -> list[Published]:
@@ -64,6 +65,9 @@ class JetStreamPublisher:
         """
         futures: list[asyncio.Future[Any] | BaseException] = []
         for msg in messages:
+            if not self._connection.is_connected:
+                futures.append(_NOT_CONNECTED)
+                continue
             headers = {**msg.headers, Header.MSG_ID: msg.message_id}
             stall = None if self._js.publish_async_pending() < IN_FLIGHT else self._ack_timeout_s
             try:
@@ -99,6 +103,15 @@ class JetStreamPublisher:
                 f"publishing {msg.message_id} to {msg.subject} failed: {result.error}"
             )
         return result
+
+
+_NOT_CONNECTED = PublishError(
+    "not connected to NATS; the message stays unsent and goes again once the connection is back"
+)
+"""Why nothing is published while nats-py reconnects: it would buffer the publishes and,
+once its buffer is full, fail each one with its slot of the publishes in flight taken
+for good (it counts a publish before sending it), until no slot is left and the relay
+is stuck for the life of the process."""
 
 
 def _describe(exc: BaseException) -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import nats
+
 from outbox import JetStreamPublisher, Outgoing
 from outbox.publisher import IN_FLIGHT
+from services.embedded import EmbeddedNats
 from tests.helpers import eventually
-from tests.outbox.conftest import Bus
+from tests.outbox.conftest import Bus, make_bus
 
 
 def _outgoing(subject: str, count: int, prefix: str = "m") -> list[Outgoing]:
@@ -48,3 +51,40 @@ class TestPublishBatch:
         assert not results[0].ok
         assert "NoStreamResponse" in (results[0].error or "")
         assert results[1].ok
+
+    async def test_nothing_goes_out_while_reconnecting_and_no_slot_is_lost(
+        self, own_nats: EmbeddedNats
+    ) -> None:
+        """With the server away, nats-py would buffer the publishes and, its buffer full,
+        fail each one with its slot of the publishes in flight taken for good. The
+        publisher fails them at once instead; once the server is back they all go out."""
+        bus = await make_bus(own_nats, reconnect_forever=True)
+        nc = await nats.connect(
+            own_nats.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2, pending_size=2048
+        )
+        try:
+            js = nc.jetstream()
+            publisher = JetStreamPublisher(js, ack_timeout_s=0.3)
+            messages = _outgoing(bus.subject(), 50)
+            await own_nats.kill()
+
+            async def reconnecting() -> bool:
+                return not nc.is_connected
+
+            await eventually(reconnecting, timeout_s=5, what="the client reconnecting")
+            results = await publisher.publish_batch(messages)
+            assert js.publish_async_pending() == 0, "no slot taken"
+            assert not any(r.ok for r in results)
+            assert "not connected to NATS" in (results[0].error or "")
+            await own_nats.start()
+
+            async def connected() -> bool:
+                return nc.is_connected
+
+            await eventually(connected, timeout_s=10, what="the client back")
+            results = await publisher.publish_batch(messages)
+            assert all(r.ok for r in results)
+            assert await bus.stored() == 50
+        finally:
+            await nc.close()
+            await bus.nc.close()
