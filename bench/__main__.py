@@ -179,7 +179,7 @@ async def _under_load(server: EmbeddedNats, database: Database, label: str) -> l
     p99 = Figure(f"runtime: step overhead p99, 80% load, {label}", "ms", reference=RAW_P99)
     for _ in range(RUNS):
         async with database() as url:
-            maximum, samples = await step_overhead_at_load_ms(server, url, n(300) // 3, 0.8)
+            maximum, samples = await step_overhead_at_load_ms(server, url, n(900) // 3, 0.8)
         median, tail = summary(samples)
         p50.runs.append(median)
         p99.runs.append(tail)
@@ -249,7 +249,7 @@ async def _floors(
                 "floor: FastStream as Ballast configures it, no database",
                 "calls/s",
                 reference=reference,
-                note="pull 1 per fetch, 64 workers, telemetry + Prometheus middlewares",
+                note="flow-controlled pull, 64 workers, telemetry + Prometheus middlewares",
             ),
             partial(floors.faststream_configured_rate, server, n(2_000)),
         ),
