@@ -12,21 +12,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Protocol
 
-from sqlalchemy import Table, bindparam, delete, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session
 
-from outbox.tables import Claim, InboxEntry
+class ClaimStatements(Protocol):
+    """The statements admission runs, in the open transaction of a shared write (through
+    SQLAlchemy, `outbox.sqlalchemy_statements`, or asyncpg alone, `outbox.asyncpg_statements`)."""
 
-_INBOX: Table = InboxEntry.__table__  # type: ignore[attr-defined]  # set by SQLModel
-_CLAIM: Table = Claim.__table__  # type: ignore[attr-defined]
+    def claim(self, requests: Sequence[ClaimRequest], now: datetime) -> dict[tuple[str, str], str]:
+        """Claim each input unless another owner's claim is live at ``now``; return the owner
+        of each claim written, by (consumer, key). At most one request per input."""
 
-Executor = Connection | Session
-"""Where statements run: a connection (group commit) or a unit of work's session. Both
-are synchronous: a shared transaction runs as one call (see `outbox.group_commit`)."""
+    def processed(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes | None]:
+        """The stored result of each of these (consumer, key) inputs that the inbox holds."""
+
+    def end_claims(self, keys: Sequence[tuple[str, str]]) -> None:
+        """End every claim on these (consumer, key) inputs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,34 +51,10 @@ class Admission:
     """The worker holds the claim and may run the input."""
 
 
-def _upsert(dialect_insert: Any) -> Any:
-    """Claim each input unless another owner's claim is live (one statement, built once, so
-    that SQLAlchemy compiles it once; the rows go as an executemany)."""
-    stmt = dialect_insert(_CLAIM)
-    return stmt.on_conflict_do_update(
-        index_elements=["consumer", "key"],
-        set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
-        where=_CLAIM.c.expires_at < bindparam("now"),
-    ).returning(_CLAIM.c.consumer, _CLAIM.c.key, _CLAIM.c.owner)
-
-
-_UPSERT_SQLITE = _upsert(sqlite.insert)
-_UPSERT_POSTGRES = _upsert(postgresql.insert)
-_PROCESSED = select(_INBOX.c.consumer, _INBOX.c.key, _INBOX.c.result).where(
-    tuple_(_INBOX.c.consumer, _INBOX.c.key).in_(bindparam("keys", expanding=True))
-)
-END_CLAIMS = delete(_CLAIM).where(
-    tuple_(_CLAIM.c.consumer, _CLAIM.c.key).in_(bindparam("keys", expanding=True))
-)
-"""End every claim on the (consumer, key) pairs given as ``keys``. The statements here are
-built once: SQLAlchemy then finds their compiled form without working out a cache key
-for a new statement object at every shared transaction."""
-
-
 def admit_all(
-    executor: Executor, requests: Sequence[ClaimRequest], *, is_sqlite: bool, now: datetime
+    statements: ClaimStatements, requests: Sequence[ClaimRequest], now: datetime
 ) -> list[Admission]:
-    """Admit ``requests`` in the open transaction of ``executor`` (a connection or session).
+    """Admit ``requests`` in the open transaction ``statements`` run in.
 
     A live claim of another owner wins; a lapsed one is taken over. Two requests
     for the same input in one call: the first may claim it, the second is busy.
@@ -91,25 +68,11 @@ def admit_all(
     wanted: dict[tuple[str, str], ClaimRequest] = {}
     for request in requests:
         wanted.setdefault((request.consumer, request.key), request)
-    rows = executor.execute(
-        _UPSERT_SQLITE if is_sqlite else _UPSERT_POSTGRES,
-        [
-            {
-                "consumer": r.consumer,
-                "key": r.key,
-                "owner": r.owner,
-                "expires_at": r.expires_at,
-                "now": now,
-            }
-            for r in wanted.values()
-        ],
-    )
-    holders = {(row.consumer, row.key): row.owner for row in rows}
-    rows = executor.execute(_PROCESSED, {"keys": list(wanted)})
-    done = {(row.consumer, row.key): row.result for row in rows}
+    holders = statements.claim(list(wanted.values()), now)
+    done = statements.processed(list(wanted))
     stray = [k for k in done if holders.get(k) == wanted[k].owner]
     if stray:
-        executor.execute(END_CLAIMS, {"keys": stray})
+        statements.end_claims(stray)
     return [
         Admission(
             processed=(r.consumer, r.key) in done,

@@ -34,7 +34,7 @@ from outbox import tables as _tables  # noqa: F401
 from outbox.errors import DatabaseError
 from outbox.group_commit import GroupCommit, GroupCommitConfig
 from outbox.staged_writes import Committed
-from outbox.writers import EngineWriter, SqliteThreadWriter, Writer
+from outbox.writers import AsyncpgWriter, SqliteThreadWriter, Writer
 
 SCHEMA_LOCK = 0x62616C6C  # "ball": the advisory lock that serializes schema changes
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -87,7 +87,7 @@ class Database:
 
     def _make_writer(self) -> Writer:
         if not self.is_sqlite:
-            return EngineWriter(self.engine)
+            return AsyncpgWriter(self.url)
         engine = create_engine(self.url.set(drivername="sqlite"), **_SQLITE_POOL)
         _configure_sqlite_engine(engine)
         return SqliteThreadWriter(engine)

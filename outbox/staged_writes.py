@@ -5,34 +5,22 @@ audit rows, claims it ends) and writes them only at commit. Staged rows of many
 units can then go out together, one multi-row statement per table, in one
 transaction (`outbox.group_commit`): on this kind of machine each statement's
 round trip through the async driver costs far more than the database's own work.
+What is written is decided here; how the statements run is a `Statements`.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
-from sqlalchemy import Column, Insert, Table, Update, bindparam, insert, update
-from sqlalchemy import exc as sa_exc
+from sqlalchemy import Column, Table, Update
 from sqlmodel import SQLModel
 
 from contracts.wire import utc_now
-from outbox.admission import END_CLAIMS, Admission, ClaimRequest, Executor, admit_all
-from outbox.errors import AlreadyProcessedError
+from outbox.admission import Admission, ClaimRequest, ClaimStatements, admit_all
 from outbox.publisher import Outgoing
-from outbox.tables import InboxEntry, OutboxMessage
-
-_INBOX: Table = InboxEntry.__table__  # type: ignore[attr-defined]  # set by SQLModel
-_OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
-_INSERT_INBOX = insert(_INBOX)
-_INSERT_OUTBOX = insert(_OUTBOX).returning(_OUTBOX.c.id, sort_by_parameter_order=True)
-_MARK_SENT = (
-    update(_OUTBOX)
-    .where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)))
-    .values(sent_at=bindparam("now"), last_error=None)
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,14 +95,30 @@ def _generated(column: Column[Any]) -> bool:
     return bool(column.primary_key and column.autoincrement is True)
 
 
-@functools.cache
-def _insert(table: Table) -> Insert:
-    """The insert of ``table``, built once (see `outbox.admission.END_CLAIMS`)."""
-    return insert(table)
+class Statements(ClaimStatements, Protocol):
+    """The statements a shared write runs, in its open transaction: through SQLAlchemy
+    (`outbox.sqlalchemy_statements`) or, for group commit on PostgreSQL, asyncpg alone
+    (`outbox.asyncpg_statements`). Rows are given as column values."""
+
+    def insert_inbox(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert inbox entries; raise `AlreadyProcessedError` (naming the first row's input)
+        if one exists already."""
+
+    def insert(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert rows of ``table``, all with the same columns."""
+
+    def update(self, statement: Update, many: Sequence[dict[str, Any]]) -> None:
+        """Run ``statement`` once per parameter set."""
+
+    def mark_sent(self, row_ids: Sequence[int], now: datetime) -> None:
+        """Mark these outbox rows sent at ``now``."""
+
+    def insert_outbox(self, rows: Sequence[dict[str, Any]]) -> list[int]:
+        """Insert outbox rows; return their ids, in the order of ``rows``."""
 
 
-def write(executor: Executor, units: Sequence[StagedWrites], *, is_sqlite: bool) -> Written:
-    """Write the staged rows of ``units`` in the open transaction of ``executor``.
+def write_staged(statements: Statements, units: Sequence[StagedWrites]) -> Written:
+    """Write the staged rows of ``units`` in the open transaction of ``statements``.
 
     Returns the outbox rows written, with their ids, and the admissions, both in
     staging order. Raises `AlreadyProcessedError` if an inbox entry exists
@@ -123,36 +127,33 @@ def write(executor: Executor, units: Sequence[StagedWrites], *, is_sqlite: bool)
     """
     now = utc_now()
     requests = [request for unit in units for request in unit.claims]
-    admissions = admit_all(executor, requests, is_sqlite=is_sqlite, now=now) if requests else []
+    admissions = admit_all(statements, requests, now) if requests else []
     inbox = [entry for unit in units for entry in unit.inbox]
     if inbox:
-        try:
-            executor.execute(_INSERT_INBOX, inbox)
-        except sa_exc.IntegrityError as exc:
-            raise AlreadyProcessedError(inbox[0]["consumer"], inbox[0]["key"]) from exc
+        statements.insert_inbox(inbox)
     ended = [(e["consumer"], e["key"]) for e in inbox]
     ended += [claim for unit in units for claim in unit.ended_claims]
     if ended:
-        executor.execute(END_CLAIMS, {"keys": ended})
+        statements.end_claims(ended)
     by_table: dict[Table, list[dict[str, Any]]] = {}
     for unit in units:
         for table, values in unit.rows:
             by_table.setdefault(table, []).append(values)
     for table, rows in by_table.items():
-        executor.execute(_insert(table), rows)
+        statements.insert(table, rows)
     by_statement: dict[int, tuple[Update, list[dict[str, Any]]]] = {}
     for unit in units:
         for statement, params in unit.updates:
             by_statement.setdefault(id(statement), (statement, []))[1].append(params)
     for statement, many in by_statement.values():
-        executor.execute(statement, many)
+        statements.update(statement, many)
     sent = [row_id for unit in units for row_id in unit.sent]
     if sent:
-        executor.execute(_MARK_SENT, {"ids": sent, "now": now})
+        statements.mark_sent(sent, now)
     messages = [row for unit in units for row in unit.outbox]
     if not messages:
         return Written([], admissions)
-    result = executor.execute(_INSERT_OUTBOX, messages)
+    row_ids = statements.insert_outbox(messages)
     committed = [
         Committed(
             row_id,
@@ -163,6 +164,6 @@ def write(executor: Executor, units: Sequence[StagedWrites], *, is_sqlite: bool)
                 headers=row["headers"],
             ),
         )
-        for row_id, row in zip(result.scalars().all(), messages, strict=True)
+        for row_id, row in zip(row_ids, messages, strict=True)
     ]
     return Written(committed, admissions)

@@ -21,7 +21,8 @@ from sqlmodel import SQLModel, select
 from contracts.wire import new_id, utc_now
 from outbox.database import Database
 from outbox.errors import AlreadyProcessedError, DatabaseError
-from outbox.staged_writes import Committed, StagedWrites, write
+from outbox.sqlalchemy_statements import write
+from outbox.staged_writes import Committed, StagedWrites
 from outbox.tables import InboxEntry
 
 

@@ -7,9 +7,11 @@ transaction of five statements cost 3-5 ms although SQLite needs 0.5 ms for it.
 So on SQLite the whole transaction runs in one hop, on a thread and a
 connection of its own, through SQLAlchemy's synchronous engine over the
 standard library's sqlite3. On PostgreSQL the statements are network round
-trips anyway; they run through the async engine (asyncpg), in one greenlet.
+trips anyway; they run through asyncpg alone, on a connection of the writer's own
+(`outbox.asyncpg_statements`: SQLAlchemy's layers around the driver cost more than
+the round trips).
 
-Either way `outbox.staged_writes.write` is the same synchronous code.
+Either way `outbox.staged_writes.write_staged` decides what is written.
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-from sqlalchemy.engine import Engine
-from sqlalchemy.ext.asyncio import AsyncEngine
+import asyncpg
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.util import greenlet_spawn
 
-from outbox.staged_writes import StagedWrites, Written, write
+from outbox.asyncpg_statements import AsyncpgStatements
+from outbox.sqlalchemy_statements import write
+from outbox.staged_writes import StagedWrites, Written, write_staged
 
 
 class Writer(Protocol):
@@ -33,18 +39,59 @@ class Writer(Protocol):
     async def dispose(self) -> None: ...
 
 
-class EngineWriter:
-    """A transaction on the async engine's pool, its statements in one greenlet."""
+class AsyncpgWriter:
+    """Transactions on a PostgreSQL connection of the writer's own, through asyncpg alone.
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    Group commit runs one transaction at a time, so one connection serves it. A
+    connection that failed is dropped and the next transaction opens a new one. Errors
+    come out as SQLAlchemy's, as from the rest of the outbox: a row that clashes as
+    ``IntegrityError`` (group commit then writes each unit on its own), anything else as
+    ``OperationalError``.
+    """
+
+    def __init__(self, url: URL) -> None:
+        self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._connection: asyncpg.Connection | None = None
 
     async def __call__(self, units: Sequence[StagedWrites]) -> Written:
-        async with self._engine.begin() as conn:
-            return await conn.run_sync(write, units, is_sqlite=False)
+        try:
+            connection = await self._connect()
+            async with connection.transaction():
+                written: Written = await greenlet_spawn(
+                    write_staged, AsyncpgStatements(connection), units
+                )
+                return written
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise sa_exc.IntegrityError("shared transaction", None, exc) from exc
+        except (
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,  # a connection the server ended, not yet noticed
+            OSError,
+            TimeoutError,
+        ) as exc:
+            await self.dispose()
+            raise sa_exc.OperationalError("shared transaction", None, exc) from exc
+
+    async def _connect(self) -> asyncpg.Connection:
+        if self._connection is None or self._connection.is_closed():
+            self._connection = await asyncpg.connect(self._dsn)
+        return self._connection
 
     async def dispose(self) -> None:
-        """Nothing of its own: the engine's pool is the database's."""
+        """Close the connection (at once if the server no longer answers)."""
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed():
+            try:
+                await connection.close(timeout=2)
+            except (
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                asyncpg.InternalClientError,
+                OSError,
+                TimeoutError,
+            ):
+                connection.terminate()
 
 
 class SqliteThreadWriter:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
 
+import asyncpg
 import pytest
-from sqlalchemy import Connection, Row, delete, func, insert, select
+from sqlalchemy import Connection, func, select, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.util import greenlet_spawn
 from sqlmodel import col
 
 from contracts.wire import utc_now
@@ -24,11 +26,14 @@ from outbox import (
     sqlite_url,
 )
 from outbox.admission import Admission, ClaimRequest, admit_all
+from outbox.asyncpg_statements import AsyncpgStatements
 from outbox.claims import admit
 from outbox.journal import StepStatus, finish_step, load_journal, record_step
-from outbox.schema import migrate
-from outbox.staged_writes import StagedWrites
+from outbox.schema import migrate, upgrade
+from outbox.sqlalchemy_statements import SqlAlchemyStatements
+from outbox.staged_writes import StagedWrites, Statements
 from outbox.tables import Claim
+from tests.conftest import POSTGRES_URL, fresh_postgres_database
 from tests.helpers import eventually
 from tests.outbox.conftest import Widget, widget_count
 
@@ -216,41 +221,116 @@ class TestAdmission:
     async def test_a_worker_that_finishes_during_admission_is_seen(self, db: Database) -> None:
         """The worker holding the claim commits its result (inbox entry in, claim gone)
         between two statements of another worker's admission, as a concurrent transaction
-        can under read committed: the input is answered from the inbox, never run again."""
-        lease = timedelta(seconds=30)
-        assert (await admit(db, "consumer", "k", "first", lease)).claimed
-        request = ClaimRequest("consumer", "k", "second", utc_now() + lease)
+        can under read committed: the input is answered from the inbox, never run again.
+        Through SQLAlchemy (sessions; SQLite's group commit)."""
 
-        def admit_while_first_finishes(conn: Connection) -> list[Admission]:
-            executor = cast(Connection, _FirstWorkerFinishes(conn))
-            return admit_all(executor, [request], is_sqlite=db.is_sqlite, now=utc_now())
+        async def admit_while_first_finishes(request: ClaimRequest) -> Admission:
+            def run(conn: Connection) -> list[Admission]:
+                statements = SqlAlchemyStatements(conn, is_sqlite=db.is_sqlite)
+                return admit_all(_FirstWorkerFinishes(statements), [request], utc_now())
 
-        async with db.engine.begin() as conn:
-            [admission] = await conn.run_sync(admit_while_first_finishes)
-        assert admission.processed, "the finished input was admitted to run again"
-        assert (admission.result, admission.claimed) == (b"done", False)
-        async with db.session() as session:
-            assert list(await session.scalars(select(Claim))) == [], "a claim was left behind"
+            async with db.engine.begin() as conn:
+                [admission] = await conn.run_sync(run)
+            return admission
+
+        await _check_first_worker_seen(db, admit_while_first_finishes)
+
+
+if POSTGRES_URL:
+
+    class TestAdmissionThroughAsyncpg:
+        async def test_a_worker_that_finishes_during_admission_is_seen(self) -> None:
+            """The same through asyncpg alone, as PostgreSQL's group commit runs it."""
+            async with fresh_postgres_database() as url:
+                db = Database(url)
+                await upgrade(db)
+                try:
+
+                    async def admit_while_first_finishes(request: ClaimRequest) -> Admission:
+                        dsn = db.url.set(drivername="postgresql")
+                        connection = await asyncpg.connect(
+                            dsn.render_as_string(hide_password=False)
+                        )
+                        try:
+                            async with connection.transaction():
+                                statements = _FirstWorkerFinishes(AsyncpgStatements(connection))
+                                [admission] = await greenlet_spawn(
+                                    admit_all, statements, [request], utc_now()
+                                )
+                        finally:
+                            await connection.close()
+                        return admission
+
+                    await _check_first_worker_seen(db, admit_while_first_finishes)
+                finally:
+                    await db.dispose()
+
+        async def test_a_connection_the_server_ended_is_replaced(self) -> None:
+            """The server ends group commit's connection between two transactions (a restart,
+            an idle timeout). The next transaction fails as a database error (nothing of it
+            kept) if the connection has not heard of it yet, else opens a new connection;
+            either way the one after commits on a new connection."""
+            async with fresh_postgres_database() as url:
+                db = Database(url)
+                await upgrade(db)
+                try:
+                    await _unit(db, 1)
+                    async with db.engine.connect() as conn:
+                        await conn.execute(_END_OTHER_BACKENDS)
+                    try:
+                        await _unit(db, 2)
+                        expected = ["key-1", "key-2", "key-3"]
+                    except DatabaseError:
+                        expected = ["key-1", "key-3"]
+                    await _unit(db, 3)
+                    dsn = db.url.set(drivername="postgresql").render_as_string(hide_password=False)
+                    connection = await asyncpg.connect(dsn)
+                    try:
+                        keys = await connection.fetch("SELECT key FROM ballast_inbox ORDER BY key")
+                    finally:
+                        await connection.close()
+                    assert [row["key"] for row in keys] == expected
+                finally:
+                    await db.dispose()
+
+    _END_OTHER_BACKENDS = text(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+
+
+async def _check_first_worker_seen(
+    db: Database, admit_while_first_finishes: Callable[[ClaimRequest], Awaitable[Admission]]
+) -> None:
+    lease = timedelta(seconds=30)
+    assert (await admit(db, "consumer", "k", "first", lease)).claimed
+    request = ClaimRequest("consumer", "k", "second", utc_now() + lease)
+    admission = await admit_while_first_finishes(request)
+    assert admission.processed, "the finished input was admitted to run again"
+    assert (admission.result, admission.claimed) == (b"done", False)
+    async with db.session() as session:
+        assert list(await session.scalars(select(Claim))) == [], "a claim was left behind"
 
 
 class _FirstWorkerFinishes:
-    """Runs statements on ``conn``; after the first, worker 'first' finishes input 'k'."""
+    """Admission statements; right after the claims are written, worker 'first' finishes
+    input 'k' (its inbox entry in, its claim gone) on the same connection."""
 
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._statements = 0
+    def __init__(self, statements: Statements) -> None:
+        self._statements = statements
 
-    def execute(self, statement: Any, parameters: Any = None) -> list[Row[Any]]:
-        rows = list(self._conn.execute(statement, parameters))
-        self._statements += 1
-        if self._statements == 1:
-            self._conn.execute(
-                insert(InboxEntry).values(
-                    consumer="consumer", key="k", processed_at=utc_now(), result=b"done"
-                )
-            )
-            self._conn.execute(delete(Claim).where(col(Claim.owner) == "first"))
-        return rows
+    def claim(self, requests: Sequence[ClaimRequest], now: datetime) -> dict[tuple[str, str], str]:
+        holders = self._statements.claim(requests, now)
+        entry = {"consumer": "consumer", "key": "k", "processed_at": utc_now(), "result": b"done"}
+        self._statements.insert_inbox([entry])
+        self._statements.end_claims([("consumer", "k")])
+        return holders
+
+    def processed(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes | None]:
+        return self._statements.processed(keys)
+
+    def end_claims(self, keys: Sequence[tuple[str, str]]) -> None:
+        self._statements.end_claims(keys)
 
 
 @pytest.mark.parametrize("units", [1, 3])
