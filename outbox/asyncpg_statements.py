@@ -59,9 +59,10 @@ SELECT m, s, p, h::json, c, a, pr
 FROM unnest($1::varchar[], $2::varchar[], $3::bytea[], $4::text[], $5::timestamptz[],
             $6::integer[], $7::varchar[]) WITH ORDINALITY AS u(m, s, p, h, c, a, pr, n)
 ORDER BY n
-RETURNING id"""
+RETURNING id, message_id"""
 """The ids come from the table's sequence in the order the rows are inserted (ORDER BY),
-so sorted they match the rows."""
+so sorted they match the rows; each row's message id is checked against it all the same,
+since the relay marks rows sent by these ids."""
 
 
 class AsyncpgStatements:
@@ -117,7 +118,7 @@ class AsyncpgStatements:
         await_only(self._conn.execute(_MARK_SENT, now, list(row_ids)))
 
     def insert_outbox(self, rows: Sequence[dict[str, Any]]) -> list[int]:
-        ids = await_only(
+        returned = await_only(
             self._conn.fetch(
                 _INSERT_OUTBOX,
                 [r["message_id"] for r in rows],
@@ -129,7 +130,10 @@ class AsyncpgStatements:
                 [r["producer"] for r in rows],
             )
         )
-        return sorted(row["id"] for row in ids)
+        written = sorted((row["id"], row["message_id"]) for row in returned)
+        if [message_id for _, message_id in written] != [r["message_id"] for r in rows]:
+            raise RuntimeError("outbox rows were not numbered in the order they were written")
+        return [row_id for row_id, _ in written]
 
 
 def _columns(keys: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:

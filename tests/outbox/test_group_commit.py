@@ -57,15 +57,22 @@ class TestSharedTransactions:
         self, db: Database
     ) -> None:
         """Sixty units committing at once take fewer transactions than units, and lose nothing."""
-        handed_over: list[str] = []
-        db.on_commit(lambda rows: handed_over.extend(r.message.message_id for r in rows))
+        handed_over: list[tuple[int, str]] = []
+        db.on_commit(
+            lambda rows: handed_over.extend((r.row_id, r.message.message_id) for r in rows)
+        )
         await asyncio.gather(*(_unit(db, n) for n in range(UNITS)))
         assert db.group.units == UNITS
         assert db.group.transactions < UNITS
         assert await _count(db, InboxEntry) == UNITS
         assert await _count(db, OutboxMessage) == UNITS
-        # The relay is handed every committed row once, with the id the database gave it.
-        assert sorted(handed_over) == sorted(f"msg-{n}" for n in range(UNITS))
+        # The relay is handed every committed row once, with the id the database gave it
+        # (it marks rows sent by these ids).
+        async with db.session() as session:
+            query = select(col(OutboxMessage.id), col(OutboxMessage.message_id))
+            stored = (await session.execute(query)).all()
+        assert sorted(handed_over) == sorted((row_id, message_id) for row_id, message_id in stored)
+        assert sorted(m for _, m in handed_over) == sorted(f"msg-{n}" for n in range(UNITS))
 
     async def test_a_repeated_input_fails_its_own_unit_only(self, db: Database) -> None:
         """One unit of a shared transaction marks an input processed twice: it alone fails."""
