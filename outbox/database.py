@@ -34,7 +34,7 @@ from outbox import tables as _tables  # noqa: F401
 from outbox.errors import DatabaseError
 from outbox.group_commit import GroupCommit, GroupCommitConfig
 from outbox.staged_writes import Committed
-from outbox.writers import AsyncpgWriter, SqliteThreadWriter, Writer
+from outbox.writers import SqliteThreadWriter, Writer
 
 SCHEMA_LOCK = 0x62616C6C  # "ball": the advisory lock that serializes schema changes
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -87,6 +87,9 @@ class Database:
 
     def _make_writer(self) -> Writer:
         if not self.is_sqlite:
+            # Imported here: asyncpg weighs about 3 MB in a process on SQLite.
+            from outbox.asyncpg_writer import AsyncpgWriter
+
             return AsyncpgWriter(self.url)
         engine = create_engine(self.url.set(drivername="sqlite"), **_SQLITE_POOL)
         _configure_sqlite_engine(engine)

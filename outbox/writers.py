@@ -8,8 +8,8 @@ So on SQLite the whole transaction runs in one hop, on a thread and a
 connection of its own, through SQLAlchemy's synchronous engine over the
 standard library's sqlite3. On PostgreSQL the statements are network round
 trips anyway; they run through asyncpg alone, on a connection of the writer's own
-(`outbox.asyncpg_statements`: SQLAlchemy's layers around the driver cost more than
-the round trips).
+(`outbox.asyncpg_writer`: SQLAlchemy's layers around the driver cost more than the
+round trips).
 
 Either way `outbox.staged_writes.write_staged` decides what is written.
 """
@@ -21,14 +21,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-import asyncpg
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, Engine
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.engine import Engine
 
-from outbox.asyncpg_statements import AsyncpgStatements
 from outbox.sqlalchemy_statements import write
-from outbox.staged_writes import StagedWrites, Written, write_staged
+from outbox.staged_writes import StagedWrites, Written
 
 
 class Writer(Protocol):
@@ -37,61 +33,6 @@ class Writer(Protocol):
     async def __call__(self, units: Sequence[StagedWrites]) -> Written: ...
 
     async def dispose(self) -> None: ...
-
-
-class AsyncpgWriter:
-    """Transactions on a PostgreSQL connection of the writer's own, through asyncpg alone.
-
-    Group commit runs one transaction at a time, so one connection serves it. A
-    connection that failed is dropped and the next transaction opens a new one. Errors
-    come out as SQLAlchemy's, as from the rest of the outbox: a row that clashes as
-    ``IntegrityError`` (group commit then writes each unit on its own), anything else as
-    ``OperationalError``.
-    """
-
-    def __init__(self, url: URL) -> None:
-        self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self._connection: asyncpg.Connection | None = None
-
-    async def __call__(self, units: Sequence[StagedWrites]) -> Written:
-        try:
-            connection = await self._connect()
-            async with connection.transaction():
-                written: Written = await greenlet_spawn(
-                    write_staged, AsyncpgStatements(connection), units
-                )
-                return written
-        except asyncpg.IntegrityConstraintViolationError as exc:
-            raise sa_exc.IntegrityError("shared transaction", None, exc) from exc
-        except (
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            asyncpg.InternalClientError,  # a connection the server ended, not yet noticed
-            OSError,
-            TimeoutError,
-        ) as exc:
-            await self.dispose()
-            raise sa_exc.OperationalError("shared transaction", None, exc) from exc
-
-    async def _connect(self) -> asyncpg.Connection:
-        if self._connection is None or self._connection.is_closed():
-            self._connection = await asyncpg.connect(self._dsn)
-        return self._connection
-
-    async def dispose(self) -> None:
-        """Close the connection (at once if the server no longer answers)."""
-        connection, self._connection = self._connection, None
-        if connection is not None and not connection.is_closed():
-            try:
-                await connection.close(timeout=2)
-            except (
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-                asyncpg.InternalClientError,
-                OSError,
-                TimeoutError,
-            ):
-                connection.terminate()
 
 
 class SqliteThreadWriter:
