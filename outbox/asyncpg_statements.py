@@ -16,20 +16,18 @@ SQLAlchemy's own async engine does.
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Table, Update, insert
+from sqlalchemy import Table, Update
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.schema import ColumnDefault
 from sqlalchemy.util import await_only
 
 from outbox.admission import ClaimRequest
+from outbox.compiled import compiled_for, insert_of
 from outbox.errors import AlreadyProcessedError
 
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy's
@@ -107,11 +105,11 @@ class AsyncpgStatements:
             raise AlreadyProcessedError(rows[0]["consumer"], rows[0]["key"]) from exc
 
     def insert(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-        sql, arguments = _insert(table, tuple(rows[0]))
+        sql, arguments = insert_of(table, tuple(rows[0]), _DIALECT)
         await_only(self._conn.executemany(sql, [arguments(row) for row in rows]))
 
     def update(self, statement: Update, many: Sequence[dict[str, Any]]) -> None:
-        sql, arguments = _compiled(statement)
+        sql, arguments = compiled_for(statement, _DIALECT)
         await_only(self._conn.executemany(sql, [arguments(params) for params in many]))
 
     def mark_sent(self, row_ids: Sequence[int], now: datetime) -> None:
@@ -138,48 +136,3 @@ class AsyncpgStatements:
 
 def _columns(keys: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:
     return [consumer for consumer, _ in keys], [key for _, key in keys]
-
-
-Arguments = Callable[[dict[str, Any]], tuple[Any, ...]]
-
-
-@functools.cache
-def _insert(table: Table, columns: tuple[str, ...]) -> tuple[str, Arguments]:
-    """The insert of these columns of ``table`` (no RETURNING), compiled once."""
-    statement = insert(table).inline()
-    return _arguments(statement.compile(dialect=_DIALECT, column_keys=list(columns)))
-
-
-@functools.cache
-def _compiled(statement: Update) -> tuple[str, Arguments]:
-    return _arguments(statement.compile(dialect=_DIALECT))
-
-
-def _arguments(compiled: SQLCompiler) -> tuple[str, Arguments]:
-    """The SQL of ``compiled`` and how to turn a row's values into its positional arguments,
-    each converted as its column's type converts it (values bound in the statement itself,
-    and columns' scalar or argument-free defaults, fill what the row does not give)."""
-    names: list[str] = list(compiled.positiontup or [])
-    binds = compiled.binds
-    convert = [binds[name].type.dialect_impl(_DIALECT).bind_processor(_DIALECT) for name in names]
-    fixed = {name: binds[name].value for name in names}
-    defaults = {
-        column.key: column.default.arg
-        for column in compiled.insert_prefetch
-        if isinstance(column.default, ColumnDefault)
-    }
-
-    def arguments(values: dict[str, Any]) -> tuple[Any, ...]:
-        out = []
-        for name, to_db in zip(names, convert, strict=True):
-            if name in values:
-                value = values[name]
-            elif name in defaults:
-                value = defaults[name]
-                value = value(None) if callable(value) else value
-            else:
-                value = fixed[name]
-            out.append(to_db(value) if to_db is not None else value)
-        return tuple(out)
-
-    return str(compiled), arguments

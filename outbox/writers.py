@@ -5,8 +5,9 @@ each is a hop to aiosqlite's thread and back (creating a cursor, executing,
 fetching, closing), about 0.4 ms apiece on this kind of machine, so a
 transaction of five statements cost 3-5 ms although SQLite needs 0.5 ms for it.
 So on SQLite the whole transaction runs in one hop, on a thread and a
-connection of its own, through SQLAlchemy's synchronous engine over the
-standard library's sqlite3. On PostgreSQL the statements are network round
+connection of its own: SQLAlchemy's synchronous engine begins and commits it, and
+its statements go to the standard library's sqlite3 directly
+(`outbox.sqlite3_statements`). On PostgreSQL the statements are network round
 trips anyway; they run through asyncpg alone, on a connection of the writer's own
 (`outbox.asyncpg_writer`: SQLAlchemy's layers around the driver cost more than the
 round trips).
@@ -17,14 +18,16 @@ Either way `outbox.staged_writes.write_staged` decides what is written.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
-from outbox.sqlalchemy_statements import write
-from outbox.staged_writes import StagedWrites, Written
+from outbox.sqlite3_statements import Sqlite3Statements
+from outbox.staged_writes import StagedWrites, Written, write_staged
 
 
 class Writer(Protocol):
@@ -51,8 +54,15 @@ class SqliteThreadWriter:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._write, units)
 
     def _write(self, units: Sequence[StagedWrites]) -> Written:
-        with self._engine.begin() as conn:
-            return write(conn, units, is_sqlite=True)
+        try:
+            with self._engine.begin() as conn:
+                connection = conn.connection.driver_connection
+                assert isinstance(connection, sqlite3.Connection)
+                return write_staged(Sqlite3Statements(connection), units)
+        except sqlite3.IntegrityError as exc:  # a row of one unit clashes: as SQLAlchemy says it
+            raise sa_exc.IntegrityError("shared transaction", None, exc) from exc
+        except sqlite3.Error as exc:
+            raise sa_exc.OperationalError("shared transaction", None, exc) from exc
 
     async def dispose(self) -> None:
         """Close the connection in the thread that opened it, then end the thread."""

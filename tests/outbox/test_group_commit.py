@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -31,6 +32,7 @@ from outbox.claims import admit
 from outbox.journal import StepStatus, finish_step, load_journal, record_step
 from outbox.schema import migrate, upgrade
 from outbox.sqlalchemy_statements import SqlAlchemyStatements
+from outbox.sqlite3_statements import Sqlite3Statements
 from outbox.staged_writes import StagedWrites, Statements
 from outbox.tables import Claim
 from tests.conftest import POSTGRES_URL, fresh_postgres_database
@@ -241,6 +243,33 @@ class TestAdmission:
             return admission
 
         await _check_first_worker_seen(db, admit_while_first_finishes)
+
+    async def test_the_same_through_sqlite3_as_sqlite_group_commit_runs_it(
+        self, tmp_path: Path
+    ) -> None:
+        url = sqlite_url(tmp_path / "admission.db")
+        await migrate(url)
+        db = Database(url)
+        try:
+
+            async def admit_while_first_finishes(request: ClaimRequest) -> Admission:
+                def run() -> list[Admission]:
+                    connection = sqlite3.connect(tmp_path / "admission.db", isolation_level=None)
+                    try:
+                        connection.execute("BEGIN IMMEDIATE")
+                        statements = _FirstWorkerFinishes(Sqlite3Statements(connection))
+                        admissions = admit_all(statements, [request], utc_now())
+                        connection.execute("COMMIT")
+                        return admissions
+                    finally:
+                        connection.close()
+
+                [admission] = await asyncio.to_thread(run)
+                return admission
+
+            await _check_first_worker_seen(db, admit_while_first_finishes)
+        finally:
+            await db.dispose()
 
 
 if POSTGRES_URL:
