@@ -16,6 +16,19 @@ from sqlalchemy.util import greenlet_spawn
 from outbox.asyncpg_statements import AsyncpgStatements
 from outbox.staged_writes import StagedWrites, Written, write_staged
 
+_CONNECTION_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a connection the server ended, not yet noticed
+    OSError,
+    TimeoutError,
+)
+
+
+def asyncpg_dsn(url: URL) -> str:
+    """The DSN asyncpg takes for a SQLAlchemy ``postgresql+asyncpg://`` URL."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
 
 class AsyncpgWriter:
     """Transactions on a PostgreSQL connection of the writer's own, through asyncpg alone.
@@ -28,7 +41,7 @@ class AsyncpgWriter:
     """
 
     def __init__(self, url: URL) -> None:
-        self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._dsn = asyncpg_dsn(url)
         self._connection: asyncpg.Connection | None = None
 
     async def __call__(self, units: Sequence[StagedWrites]) -> Written:
@@ -41,13 +54,7 @@ class AsyncpgWriter:
                 return written
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise sa_exc.IntegrityError("shared transaction", None, exc) from exc
-        except (
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            asyncpg.InternalClientError,  # a connection the server ended, not yet noticed
-            OSError,
-            TimeoutError,
-        ) as exc:
+        except _CONNECTION_ERRORS as exc:
             await self.dispose()
             raise sa_exc.OperationalError("shared transaction", None, exc) from exc
 
@@ -62,11 +69,5 @@ class AsyncpgWriter:
         if connection is not None and not connection.is_closed():
             try:
                 await connection.close(timeout=2)
-            except (
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-                asyncpg.InternalClientError,
-                OSError,
-                TimeoutError,
-            ):
+            except _CONNECTION_ERRORS:
                 connection.terminate()

@@ -42,7 +42,8 @@ def _upsert(dialect_insert: Any) -> Any:
     ).returning(_CLAIM.c.consumer, _CLAIM.c.key, _CLAIM.c.owner)
 
 
-_UPSERT_SQLITE = _upsert(sqlite.insert)
+UPSERT_CLAIMS_SQLITE = _upsert(sqlite.insert)
+"""Also run row by row through sqlite3 by SQLite's group commit (`outbox.sqlite3_statements`)."""
 _UPSERT_POSTGRES = _upsert(postgresql.insert)
 _PROCESSED = select(_INBOX.c.consumer, _INBOX.c.key, _INBOX.c.result).where(
     tuple_(_INBOX.c.consumer, _INBOX.c.key).in_(bindparam("keys", expanding=True))
@@ -70,7 +71,7 @@ class SqlAlchemyStatements:
 
     def __init__(self, executor: Executor, *, is_sqlite: bool) -> None:
         self._executor = executor
-        self._upsert = _UPSERT_SQLITE if is_sqlite else _UPSERT_POSTGRES
+        self._upsert = UPSERT_CLAIMS_SQLITE if is_sqlite else _UPSERT_POSTGRES
 
     def claim(self, requests: Sequence[ClaimRequest], now: datetime) -> dict[tuple[str, str], str]:
         rows = self._executor.execute(

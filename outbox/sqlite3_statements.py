@@ -18,12 +18,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, Update, bindparam, delete, select, update
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 
 from outbox.admission import ClaimRequest
 from outbox.compiled import compiled_for, insert_of
 from outbox.errors import AlreadyProcessedError
+from outbox.sqlalchemy_statements import UPSERT_CLAIMS_SQLITE
 from outbox.tables import Claim, InboxEntry, OutboxMessage
 
 _DIALECT = SQLiteDialect_pysqlite()
@@ -31,12 +31,6 @@ _INBOX: Table = InboxEntry.__table__  # type: ignore[attr-defined]  # set by SQL
 _OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
 _CLAIM: Table = Claim.__table__  # type: ignore[attr-defined]
 
-_claim_insert = sqlite.insert(_CLAIM)
-_CLAIM_ONE = _claim_insert.on_conflict_do_update(
-    index_elements=["consumer", "key"],
-    set_={"owner": _claim_insert.excluded.owner, "expires_at": _claim_insert.excluded.expires_at},
-    where=_CLAIM.c.expires_at < bindparam("now"),
-).returning(_CLAIM.c.owner)
 _PROCESSED_ONE = select(_INBOX.c.result).where(
     _INBOX.c.consumer == bindparam("consumer"), _INBOX.c.key == bindparam("key")
 )
@@ -57,7 +51,7 @@ class Sqlite3Statements:
         self._cursor = connection.cursor()
 
     def claim(self, requests: Sequence[ClaimRequest], now: datetime) -> dict[tuple[str, str], str]:
-        sql, arguments = compiled_for(_CLAIM_ONE, _DIALECT)
+        sql, arguments = compiled_for(UPSERT_CLAIMS_SQLITE, _DIALECT)
         holders = {}
         for r in requests:
             values = {
@@ -67,7 +61,7 @@ class Sqlite3Statements:
                 "expires_at": r.expires_at,
                 "now": now,
             }
-            for (owner,) in self._cursor.execute(sql, arguments(values)).fetchall():
+            for _, _, owner in self._cursor.execute(sql, arguments(values)).fetchall():
                 holders[(r.consumer, r.key)] = owner
         return holders
 

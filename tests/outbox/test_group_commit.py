@@ -28,6 +28,7 @@ from outbox import (
 )
 from outbox.admission import Admission, ClaimRequest, admit_all
 from outbox.asyncpg_statements import AsyncpgStatements
+from outbox.asyncpg_writer import asyncpg_dsn
 from outbox.claims import admit
 from outbox.journal import StepStatus, finish_step, load_journal, record_step
 from outbox.schema import migrate, upgrade
@@ -283,10 +284,7 @@ if POSTGRES_URL:
                 try:
 
                     async def admit_while_first_finishes(request: ClaimRequest) -> Admission:
-                        dsn = db.url.set(drivername="postgresql")
-                        connection = await asyncpg.connect(
-                            dsn.render_as_string(hide_password=False)
-                        )
+                        connection = await asyncpg.connect(asyncpg_dsn(db.url))
                         try:
                             async with connection.transaction():
                                 statements = _FirstWorkerFinishes(AsyncpgStatements(connection))
@@ -319,8 +317,7 @@ if POSTGRES_URL:
                     except DatabaseError:
                         expected = ["key-1", "key-3"]
                     await _unit(db, 3)
-                    dsn = db.url.set(drivername="postgresql").render_as_string(hide_password=False)
-                    connection = await asyncpg.connect(dsn)
+                    connection = await asyncpg.connect(asyncpg_dsn(db.url))
                     try:
                         keys = await connection.fetch("SELECT key FROM ballast_inbox ORDER BY key")
                     finally:
