@@ -15,10 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col
 
 from contracts.wire import utc_now
+from outbox.conflict_insert import conflict_insert
 from outbox.errors import LimitReachedError
 from outbox.tables import BudgetAccount, BudgetReservation
 from outbox.unit_of_work import UnitOfWork
@@ -44,13 +44,12 @@ async def reserve(uow: UnitOfWork, step_key: str, caps: list[Cap], amounts: dict
     if await uow.session.get(BudgetReservation, step_key) is not None:
         return
     held: dict[str, dict[str, int]] = {}
-    dialect_insert = sqlite.insert if uow.is_sqlite else postgresql.insert
     for cap in caps:
         amount = amounts.get(cap.metric, 0)
         if amount <= 0:
             continue
         await uow.session.execute(
-            dialect_insert(_A)
+            conflict_insert(_A, is_sqlite=uow.is_sqlite)
             .values(scope_key=cap.scope_key, metric=cap.metric, spent=0, reserved=0)
             .on_conflict_do_nothing()
         )

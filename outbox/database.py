@@ -34,7 +34,7 @@ from outbox import tables as _tables  # noqa: F401
 from outbox.errors import DatabaseError
 from outbox.group_commit import GroupCommit, GroupCommitConfig
 from outbox.staged_writes import Committed
-from outbox.writers import SqliteThreadWriter, Writer
+from outbox.writers import Writer
 
 SCHEMA_LOCK = 0x62616C6C  # "ball": the advisory lock that serializes schema changes
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -86,11 +86,14 @@ class Database:
         self._commit_hooks: list[Callable[[list[Committed]], None]] = []
 
     def _make_writer(self) -> Writer:
+        # Each imported only here: the other database's driver and dialect weigh
+        # about 3 MB (asyncpg and SQLAlchemy's PostgreSQL dialect) in a process.
         if not self.is_sqlite:
-            # Imported here: asyncpg weighs about 3 MB in a process on SQLite.
             from outbox.asyncpg_writer import AsyncpgWriter
 
             return AsyncpgWriter(self.url)
+        from outbox.sqlite_writer import SqliteThreadWriter
+
         engine = create_engine(self.url.set(drivername="sqlite"), **_SQLITE_POOL)
         _configure_sqlite_engine(engine)
         return SqliteThreadWriter(engine)

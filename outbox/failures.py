@@ -7,9 +7,9 @@ letter reports both, so each failed attempt is upserted here.
 from __future__ import annotations
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
 
 from contracts.wire import utc_now
+from outbox.conflict_insert import conflict_insert
 from outbox.errors import DatabaseError
 from outbox.tables import DeliveryFailure
 from outbox.unit_of_work import UnitOfWork
@@ -18,10 +18,9 @@ from outbox.unit_of_work import UnitOfWork
 async def record_failure(uow: UnitOfWork, consumer: str, key: str, error: str) -> DeliveryFailure:
     """Count one more failed attempt of ``key`` at ``consumer`` (committed with ``uow``)."""
     now = utc_now()
-    dialect_insert = sqlite.insert if uow.is_sqlite else postgresql.insert
     table = DeliveryFailure.__table__  # type: ignore[attr-defined]  # SQLModel sets it at class creation
     stmt = (
-        dialect_insert(table)
+        conflict_insert(table, is_sqlite=uow.is_sqlite)
         .values(
             consumer=consumer,
             key=key,

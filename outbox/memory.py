@@ -19,9 +19,9 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col
 
+from outbox.conflict_insert import conflict_insert
 from outbox.tables import MemoryRecord, MemoryTag
 from outbox.unit_of_work import UnitOfWork
 
@@ -82,12 +82,11 @@ async def put(
     now: datetime,
 ) -> MemoryRecord:
     """Write ``key`` (a new version if it existed, live again if it was invalidated)."""
-    dialect_insert = sqlite.insert if uow.is_sqlite else postgresql.insert
     fields = {
         "value": value, "source": source, "updated_at": now, "expires_at": expires_at,
         "invalidated_at": None, "invalidated_reason": None,
     }  # fmt: skip
-    statement = dialect_insert(_M).values(
+    statement = conflict_insert(_M, is_sqlite=uow.is_sqlite).values(
         scope=owner.scope.value, owner=owner.key, tenant=owner.tenant, key=key,
         version=1, created_at=now, **fields,
     )  # fmt: skip

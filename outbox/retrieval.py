@@ -21,11 +21,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Boolean, Float, Integer, String, Text, bindparam, delete, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.types import TypeEngine
 from sqlmodel import col
 
 from outbox.columns import UtcDateTime
+from outbox.conflict_insert import conflict_insert
 from outbox.tables import ChunkRecord, DocumentRecord
 from outbox.unit_of_work import UnitOfWork
 
@@ -107,13 +107,12 @@ async def index_document(
             col(ChunkRecord.tenant) == tenant, col(ChunkRecord.document_id) == document_id
         )
     )
-    dialect_insert = sqlite.insert if uow.is_sqlite else postgresql.insert
     fields = {
         "source": source, "trusted": trusted, "content_hash": digest, "version": version,
         "chunks": len(pieces), "fetched_at": fetched_at, "indexed_at": now,
     }  # fmt: skip
     await uow.session.execute(
-        dialect_insert(_D)
+        conflict_insert(_D, is_sqlite=uow.is_sqlite)
         .values(tenant=tenant, document_id=document_id, **fields)
         .on_conflict_do_update(index_elements=["tenant", "document_id"], set_=fields)
     )

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col
 
+from outbox.conflict_insert import conflict_insert
 from outbox.errors import SessionClosedError
 from outbox.tables import SessionRecord, SessionTurn
 from outbox.unit_of_work import UnitOfWork
@@ -81,9 +81,8 @@ async def append_turns(
     now: datetime,
 ) -> None:
     """Add ``(role, content)`` turns, beginning the session if needed."""
-    dialect_insert = sqlite.insert if uow.is_sqlite else postgresql.insert
     await uow.session.execute(
-        dialect_insert(_S)
+        conflict_insert(_S, is_sqlite=uow.is_sqlite)
         .values(
             tenant=owner.tenant,
             user_id=owner.user_id,

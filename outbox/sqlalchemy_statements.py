@@ -15,11 +15,11 @@ from typing import Any
 
 from sqlalchemy import Insert, Table, Update, bindparam, delete, insert, select, tuple_, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from outbox.admission import ClaimRequest
+from outbox.conflict_insert import conflict_insert
 from outbox.errors import AlreadyProcessedError
 from outbox.staged_writes import StagedWrites, Written, write_staged
 from outbox.tables import Claim, InboxEntry, OutboxMessage
@@ -32,9 +32,13 @@ _OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
 _CLAIM: Table = Claim.__table__  # type: ignore[attr-defined]
 
 
-def _upsert(dialect_insert: Any) -> Any:
-    """Claim each input unless another owner's claim is live (the rows go as an executemany)."""
-    stmt = dialect_insert(_CLAIM)
+@functools.cache
+def upsert_claims(*, is_sqlite: bool) -> Any:
+    """Claim each input unless another owner's claim is live (the rows go as an executemany).
+
+    Also run row by row through sqlite3 by SQLite's group commit (`outbox.sqlite3_statements`).
+    """
+    stmt = conflict_insert(_CLAIM, is_sqlite=is_sqlite)
     return stmt.on_conflict_do_update(
         index_elements=["consumer", "key"],
         set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
@@ -42,9 +46,6 @@ def _upsert(dialect_insert: Any) -> Any:
     ).returning(_CLAIM.c.consumer, _CLAIM.c.key, _CLAIM.c.owner)
 
 
-UPSERT_CLAIMS_SQLITE = _upsert(sqlite.insert)
-"""Also run row by row through sqlite3 by SQLite's group commit (`outbox.sqlite3_statements`)."""
-_UPSERT_POSTGRES = _upsert(postgresql.insert)
 _PROCESSED = select(_INBOX.c.consumer, _INBOX.c.key, _INBOX.c.result).where(
     tuple_(_INBOX.c.consumer, _INBOX.c.key).in_(bindparam("keys", expanding=True))
 )
@@ -71,7 +72,7 @@ class SqlAlchemyStatements:
 
     def __init__(self, executor: Executor, *, is_sqlite: bool) -> None:
         self._executor = executor
-        self._upsert = UPSERT_CLAIMS_SQLITE if is_sqlite else _UPSERT_POSTGRES
+        self._upsert = upsert_claims(is_sqlite=is_sqlite)
 
     def claim(self, requests: Sequence[ClaimRequest], now: datetime) -> dict[tuple[str, str], str]:
         rows = self._executor.execute(

@@ -23,7 +23,7 @@ from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from outbox.admission import ClaimRequest
 from outbox.compiled import compiled_for, insert_of
 from outbox.errors import AlreadyProcessedError
-from outbox.sqlalchemy_statements import UPSERT_CLAIMS_SQLITE
+from outbox.sqlalchemy_statements import upsert_claims
 from outbox.tables import Claim, InboxEntry, OutboxMessage
 
 _DIALECT = SQLiteDialect_pysqlite()
@@ -51,7 +51,7 @@ class Sqlite3Statements:
         self._cursor = connection.cursor()
 
     def claim(self, requests: Sequence[ClaimRequest], now: datetime) -> dict[tuple[str, str], str]:
-        sql, arguments = compiled_for(UPSERT_CLAIMS_SQLITE, _DIALECT)
+        sql, arguments = compiled_for(upsert_claims(is_sqlite=True), _DIALECT)
         holders = {}
         for r in requests:
             values = {
