@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import create_engine, event, make_url, text
+from sqlalchemy import event, make_url, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import (
@@ -92,11 +92,13 @@ class Database:
             from outbox.asyncpg_writer import AsyncpgWriter
 
             return AsyncpgWriter(self.url)
-        from outbox.sqlite_writer import SqliteThreadWriter
+        from outbox.sqlite_writer import SqliteWriter
 
-        engine = create_engine(self.url.set(drivername="sqlite"), **_SQLITE_POOL)
-        _configure_sqlite_engine(engine)
-        return SqliteThreadWriter(engine)
+        return SqliteWriter(
+            self.url.database or ":memory:",
+            busy_timeout_s=SQLITE_BUSY_TIMEOUT_S,
+            configure=configure_sqlite_connection,
+        )
 
     def on_commit(self, hook: Callable[[list[Committed]], None]) -> None:
         """Call ``hook`` with the outbox rows of every unit of work that committed some."""
@@ -177,9 +179,15 @@ def _configure_sqlite_engine(engine: Engine) -> None:
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-    # Let SQLAlchemy, not the driver, decide when a transaction begins (see _begin_immediate).
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
+    configure_sqlite_connection(dbapi_connection)
+
+
+def configure_sqlite_connection(connection: Any) -> None:
+    """Set up a SQLite connection (sqlite3's, or aiosqlite's proxy of one) as Ballast needs."""
+    # Transactions are begun explicitly, not by the driver: BEGIN IMMEDIATE takes the write
+    # lock at once (_begin_immediate; the group commit writer, outbox.sqlite_writer).
+    connection.isolation_level = None
+    cursor = connection.cursor()
     # WAL lets readers work during a write; synchronous=FULL makes a commit durable
     # on power loss, which an outbox promises.
     cursor.execute("PRAGMA journal_mode=WAL")

@@ -138,6 +138,29 @@ class TestSharedTransactions:
         await db.dispose()
         assert not [t for t in threading.enumerate() if t.name.startswith("ballast-sqlite")]
 
+    async def test_a_lone_unit_waits_for_a_held_write_lock_without_stopping_the_loop(
+        self, tmp_path: Path
+    ) -> None:
+        """On SQLite a lone unit is written on the loop's thread, but only if the write lock
+        is free: one held by another connection is waited for off the loop, which goes on."""
+        path = tmp_path / "locked.db"
+        await migrate(sqlite_url(path))
+        db = Database(sqlite_url(path))
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            await _unit(db, 1)
+            other.execute("BEGIN IMMEDIATE")
+            committing = asyncio.create_task(_unit(db, 2))
+            for _ in range(20):  # a loop stopped by the wait would only get here afterwards
+                await asyncio.sleep(0.01)
+            assert not committing.done(), "the unit waits for the lock, off the loop"
+            other.execute("ROLLBACK")
+            await committing
+            assert await _count(db, InboxEntry) == 2
+        finally:
+            other.close()
+            await db.dispose()
+
 
 class TestDeferredWrites:
     async def test_they_ride_along_with_the_next_commit_or_go_alone_later(
