@@ -9,6 +9,9 @@ statement writes any number of rows and still returns what it wrote; inserts and
 updates of other tables are SQLAlchemy statements compiled once for asyncpg, their
 values converted by the columns' own types (JSON, `outbox.columns.UtcDateTime`).
 
+A write without claims or updates goes as one statement instead
+(`outbox.asyncpg_one_statement`), built from the same pieces of SQL.
+
 `outbox.staged_writes.write_staged` is synchronous, so these methods are too: they
 run in a greenlet (``greenlet_spawn``) and wait for asyncpg with ``await_only``, as
 SQLAlchemy's own async engine does.
@@ -30,7 +33,7 @@ from outbox.admission import ClaimRequest
 from outbox.compiled import compiled_for, insert_of
 from outbox.errors import AlreadyProcessedError
 
-_DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy's
+DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy's
 
 _CLAIM = """
 INSERT INTO ballast_claim (consumer, key, owner, expires_at)
@@ -42,25 +45,85 @@ RETURNING consumer, key, owner"""
 _PROCESSED = """
 SELECT consumer, key, result FROM ballast_inbox
 WHERE (consumer, key) IN (SELECT * FROM unnest($1::varchar[], $2::varchar[]))"""
-_END_CLAIMS = """
-DELETE FROM ballast_claim
-WHERE (consumer, key) IN (SELECT * FROM unnest($1::varchar[], $2::varchar[]))"""
-_INSERT_INBOX = """
-INSERT INTO ballast_inbox (consumer, key, processed_at, result)
-SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::timestamptz[], $4::bytea[])"""
-_MARK_SENT = (
-    "UPDATE ballast_outbox SET sent_at = $1, last_error = NULL WHERE id = ANY($2::bigint[])"
-)
-_INSERT_OUTBOX = """
-INSERT INTO ballast_outbox (message_id, subject, payload, headers, created_at, attempts, producer)
-SELECT m, s, p, h::json, c, a, pr
-FROM unnest($1::varchar[], $2::varchar[], $3::bytea[], $4::text[], $5::timestamptz[],
-            $6::integer[], $7::varchar[]) WITH ORDINALITY AS u(m, s, p, h, c, a, pr, n)
-ORDER BY n
-RETURNING id, message_id"""
-"""The ids come from the table's sequence in the order the rows are inserted (ORDER BY),
-so sorted they match the rows; each row's message id is checked against it all the same,
-since the relay marks rows sent by these ids."""
+
+
+class Parameters:
+    """A statement's positional parameters, numbered as they are added."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def add(self, value: Any, cast: str) -> str:
+        """The placeholder of ``value`` as a ``cast`` (``$3::varchar[]``)."""
+        self.values.append(value)
+        return f"${len(self.values)}::{cast}"
+
+
+def insert_inbox_sql(p: Parameters, rows: Sequence[dict[str, Any]]) -> str:
+    columns = ", ".join(
+        p.add([r[name] for r in rows], cast)
+        for name, cast in (
+            ("consumer", "varchar[]"),
+            ("key", "varchar[]"),
+            ("processed_at", "timestamptz[]"),
+            ("result", "bytea[]"),
+        )
+    )
+    return (
+        "INSERT INTO ballast_inbox (consumer, key, processed_at, result)\n"
+        f"SELECT * FROM unnest({columns})"
+    )
+
+
+def end_claims_sql(p: Parameters, keys: Sequence[tuple[str, str]]) -> str:
+    consumers = p.add([consumer for consumer, _ in keys], "varchar[]")
+    names = p.add([key for _, key in keys], "varchar[]")
+    return (
+        "DELETE FROM ballast_claim\n"
+        f"WHERE (consumer, key) IN (SELECT * FROM unnest({consumers}, {names}))"
+    )
+
+
+def mark_sent_sql(p: Parameters, row_ids: Sequence[int], now: datetime) -> str:
+    at, ids = p.add(now, "timestamptz"), p.add(list(row_ids), "bigint[]")
+    return f"UPDATE ballast_outbox SET sent_at = {at}, last_error = NULL WHERE id = ANY({ids})"
+
+
+def insert_outbox_sql(p: Parameters, rows: Sequence[dict[str, Any]]) -> str:
+    """The insert of outbox rows, returning (id, message_id) of each; see `outbox_ids`."""
+    columns = ", ".join(
+        p.add(values, cast)
+        for values, cast in (
+            ([r["message_id"] for r in rows], "varchar[]"),
+            ([r["subject"] for r in rows], "varchar[]"),
+            ([r["payload"] for r in rows], "bytea[]"),
+            ([json.dumps(r["headers"]) for r in rows], "text[]"),
+            ([r["created_at"] for r in rows], "timestamptz[]"),
+            ([r["attempts"] for r in rows], "integer[]"),
+            ([r["producer"] for r in rows], "varchar[]"),
+        )
+    )
+    return (
+        "INSERT INTO ballast_outbox"
+        " (message_id, subject, payload, headers, created_at, attempts, producer)\n"
+        "SELECT m, s, p, h::json, c, a, pr\n"
+        f"FROM unnest({columns}) WITH ORDINALITY AS u(m, s, p, h, c, a, pr, n)\n"
+        "ORDER BY n\n"
+        "RETURNING id, message_id"
+    )
+
+
+def outbox_ids(returned: Sequence[asyncpg.Record], rows: Sequence[dict[str, Any]]) -> list[int]:
+    """The ids of the outbox rows written, in the order of ``rows``.
+
+    The ids come from the table's sequence in the order the rows are inserted (ORDER BY),
+    so sorted they match the rows; each row's message id is checked against it all the
+    same, since the relay marks rows sent by these ids.
+    """
+    written = sorted((row["id"], row["message_id"]) for row in returned)
+    if [message_id for _, message_id in written] != [r["message_id"] for r in rows]:
+        raise RuntimeError("outbox rows were not numbered in the order they were written")
+    return [row_id for row_id, _ in written]
 
 
 class AsyncpgStatements:
@@ -88,50 +151,31 @@ class AsyncpgStatements:
         return {(row["consumer"], row["key"]): row["result"] for row in rows}
 
     def end_claims(self, keys: Sequence[tuple[str, str]]) -> None:
-        await_only(self._conn.execute(_END_CLAIMS, *_columns(keys)))
+        p = Parameters()
+        await_only(self._conn.execute(end_claims_sql(p, keys), *p.values))
 
     def insert_inbox(self, rows: Sequence[dict[str, Any]]) -> None:
+        p = Parameters()
         try:
-            await_only(
-                self._conn.execute(
-                    _INSERT_INBOX,
-                    [r["consumer"] for r in rows],
-                    [r["key"] for r in rows],
-                    [r["processed_at"] for r in rows],
-                    [r["result"] for r in rows],
-                )
-            )
+            await_only(self._conn.execute(insert_inbox_sql(p, rows), *p.values))
         except asyncpg.UniqueViolationError as exc:
             raise AlreadyProcessedError(rows[0]["consumer"], rows[0]["key"]) from exc
 
     def insert(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-        sql, arguments = insert_of(table, tuple(rows[0]), _DIALECT)
+        sql, arguments = insert_of(table, tuple(rows[0]), DIALECT)
         await_only(self._conn.executemany(sql, [arguments(row) for row in rows]))
 
     def update(self, statement: Update, many: Sequence[dict[str, Any]]) -> None:
-        sql, arguments = compiled_for(statement, _DIALECT)
+        sql, arguments = compiled_for(statement, DIALECT)
         await_only(self._conn.executemany(sql, [arguments(params) for params in many]))
 
     def mark_sent(self, row_ids: Sequence[int], now: datetime) -> None:
-        await_only(self._conn.execute(_MARK_SENT, now, list(row_ids)))
+        p = Parameters()
+        await_only(self._conn.execute(mark_sent_sql(p, row_ids, now), *p.values))
 
     def insert_outbox(self, rows: Sequence[dict[str, Any]]) -> list[int]:
-        returned = await_only(
-            self._conn.fetch(
-                _INSERT_OUTBOX,
-                [r["message_id"] for r in rows],
-                [r["subject"] for r in rows],
-                [r["payload"] for r in rows],
-                [json.dumps(r["headers"]) for r in rows],
-                [r["created_at"] for r in rows],
-                [r["attempts"] for r in rows],
-                [r["producer"] for r in rows],
-            )
-        )
-        written = sorted((row["id"], row["message_id"]) for row in returned)
-        if [message_id for _, message_id in written] != [r["message_id"] for r in rows]:
-            raise RuntimeError("outbox rows were not numbered in the order they were written")
-        return [row_id for row_id, _ in written]
+        p = Parameters()
+        return outbox_ids(await_only(self._conn.fetch(insert_outbox_sql(p, rows), *p.values)), rows)
 
 
 def _columns(keys: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:

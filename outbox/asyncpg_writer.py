@@ -13,6 +13,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.util import greenlet_spawn
 
+from outbox.asyncpg_one_statement import fits_one_statement, write_in_one_statement
 from outbox.asyncpg_statements import AsyncpgStatements
 from outbox.staged_writes import StagedWrites, Written, write_staged
 
@@ -47,6 +48,11 @@ class AsyncpgWriter:
     async def __call__(self, units: Sequence[StagedWrites]) -> Written:
         try:
             connection = await self._connect()
+            if fits_one_statement(units):
+                try:
+                    return await write_in_one_statement(connection, units)
+                except asyncpg.IntegrityConstraintViolationError:
+                    pass  # nothing was written; the statements below tell which row clashed
             async with connection.transaction():
                 written: Written = await greenlet_spawn(
                     write_staged, AsyncpgStatements(connection), units

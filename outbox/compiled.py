@@ -26,6 +26,10 @@ def positional(compiled: SQLCompiler, dialect: Dialect) -> tuple[str, Arguments]
     """The SQL of ``compiled`` and its `Arguments`, each value converted as its column's type
     converts it for ``dialect``. Values bound in the statement itself, and columns' scalar
     or argument-free defaults, fill what a row does not give."""
+    return str(compiled), _arguments(compiled, dialect)
+
+
+def _arguments(compiled: SQLCompiler, dialect: Dialect) -> Arguments:
     names: list[str] = list(compiled.positiontup or [])
     binds = compiled.binds
     convert = [binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
@@ -49,7 +53,7 @@ def positional(compiled: SQLCompiler, dialect: Dialect) -> tuple[str, Arguments]
             out.append(to_db(value) if to_db is not None else value)
         return tuple(out)
 
-    return str(compiled), arguments
+    return arguments
 
 
 @functools.cache
@@ -57,6 +61,16 @@ def insert_of(table: Table, columns: tuple[str, ...], dialect: Dialect) -> tuple
     """The insert of these columns of ``table`` (no RETURNING), compiled once per dialect."""
     statement = insert(table).inline()
     return positional(statement.compile(dialect=dialect, column_keys=list(columns)), dialect)
+
+
+@functools.cache
+def insert_columns_of(
+    table: Table, columns: tuple[str, ...], dialect: Dialect
+) -> tuple[list[str], Arguments]:
+    """The columns an insert of these ``columns`` of ``table`` writes (given ones and those
+    with a default), in the order of its `Arguments`; for a statement built otherwise."""
+    compiled = insert(table).inline().compile(dialect=dialect, column_keys=list(columns))
+    return list(compiled.positiontup or []), _arguments(compiled, dialect)
 
 
 @functools.cache

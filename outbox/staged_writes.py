@@ -117,44 +117,45 @@ class Statements(ClaimStatements, Protocol):
         """Insert outbox rows; return their ids, in the order of ``rows``."""
 
 
-def write_staged(statements: Statements, units: Sequence[StagedWrites]) -> Written:
-    """Write the staged rows of ``units`` in the open transaction of ``statements``.
+@dataclass(slots=True)
+class WritePlan:
+    """The rows of many units, gathered per statement (`plan_writes`)."""
 
-    Returns the outbox rows written, with their ids, and the admissions, both in
-    staging order. Raises `AlreadyProcessedError` if an inbox entry exists
-    already (another delivery of the same input committed first); the caller
-    rolls back.
-    """
-    now = utc_now()
-    requests = [request for unit in units for request in unit.claims]
-    admissions = admit_all(statements, requests, now) if requests else []
+    inbox: list[dict[str, Any]]
+    ended_claims: list[tuple[str, str]]
+    """Claims to end: those of the processed inputs, then those ended explicitly."""
+    rows: dict[Table, list[dict[str, Any]]]
+    updates: list[tuple[Update, list[dict[str, Any]]]]
+    sent: list[int]
+    outbox: list[dict[str, Any]]
+
+
+def plan_writes(units: Sequence[StagedWrites]) -> WritePlan:
+    """What ``units`` write besides their claims, one entry per statement to run."""
     inbox = [entry for unit in units for entry in unit.inbox]
-    if inbox:
-        statements.insert_inbox(inbox)
     ended = [(e["consumer"], e["key"]) for e in inbox]
     ended += [claim for unit in units for claim in unit.ended_claims]
-    if ended:
-        statements.end_claims(ended)
     by_table: dict[Table, list[dict[str, Any]]] = {}
     for unit in units:
         for table, values in unit.rows:
             by_table.setdefault(table, []).append(values)
-    for table, rows in by_table.items():
-        statements.insert(table, rows)
     by_statement: dict[int, tuple[Update, list[dict[str, Any]]]] = {}
     for unit in units:
         for statement, params in unit.updates:
             by_statement.setdefault(id(statement), (statement, []))[1].append(params)
-    for statement, many in by_statement.values():
-        statements.update(statement, many)
-    sent = [row_id for unit in units for row_id in unit.sent]
-    if sent:
-        statements.mark_sent(sent, now)
-    messages = [row for unit in units for row in unit.outbox]
-    if not messages:
-        return Written([], admissions)
-    row_ids = statements.insert_outbox(messages)
-    committed = [
+    return WritePlan(
+        inbox=inbox,
+        ended_claims=ended,
+        rows=by_table,
+        updates=list(by_statement.values()),
+        sent=[row_id for unit in units for row_id in unit.sent],
+        outbox=[row for unit in units for row in unit.outbox],
+    )
+
+
+def committed_rows(row_ids: Sequence[int], messages: Sequence[dict[str, Any]]) -> list[Committed]:
+    """The outbox rows ``messages`` as written, with their ids (in the same order)."""
+    return [
         Committed(
             row_id,
             Outgoing(
@@ -166,4 +167,30 @@ def write_staged(statements: Statements, units: Sequence[StagedWrites]) -> Writt
         )
         for row_id, row in zip(row_ids, messages, strict=True)
     ]
-    return Written(committed, admissions)
+
+
+def write_staged(statements: Statements, units: Sequence[StagedWrites]) -> Written:
+    """Write the staged rows of ``units`` in the open transaction of ``statements``.
+
+    Returns the outbox rows written, with their ids, and the admissions, both in
+    staging order. Raises `AlreadyProcessedError` if an inbox entry exists
+    already (another delivery of the same input committed first); the caller
+    rolls back.
+    """
+    now = utc_now()
+    requests = [request for unit in units for request in unit.claims]
+    admissions = admit_all(statements, requests, now) if requests else []
+    plan = plan_writes(units)
+    if plan.inbox:
+        statements.insert_inbox(plan.inbox)
+    if plan.ended_claims:
+        statements.end_claims(plan.ended_claims)
+    for table, rows in plan.rows.items():
+        statements.insert(table, rows)
+    for statement, many in plan.updates:
+        statements.update(statement, many)
+    if plan.sent:
+        statements.mark_sent(plan.sent, now)
+    if not plan.outbox:
+        return Written([], admissions)
+    return Written(committed_rows(statements.insert_outbox(plan.outbox), plan.outbox), admissions)

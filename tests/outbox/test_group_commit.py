@@ -8,6 +8,7 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -27,15 +28,16 @@ from outbox import (
     sqlite_url,
 )
 from outbox.admission import Admission, ClaimRequest, admit_all
+from outbox.asyncpg_one_statement import fits_one_statement, write_in_one_statement
 from outbox.asyncpg_statements import AsyncpgStatements
-from outbox.asyncpg_writer import asyncpg_dsn
+from outbox.asyncpg_writer import AsyncpgWriter, asyncpg_dsn
 from outbox.claims import admit
 from outbox.journal import StepStatus, finish_step, load_journal, record_step
 from outbox.schema import migrate, upgrade
 from outbox.sqlalchemy_statements import SqlAlchemyStatements
 from outbox.sqlite3_statements import Sqlite3Statements
-from outbox.staged_writes import StagedWrites, Statements
-from outbox.tables import Claim
+from outbox.staged_writes import StagedWrites, Statements, write_staged
+from outbox.tables import AuditRecord, Claim, JournalEntry
 from tests.conftest import POSTGRES_URL, fresh_postgres_database
 from tests.helpers import eventually
 from tests.outbox.conftest import Widget, widget_count
@@ -348,6 +350,101 @@ if POSTGRES_URL:
                     assert [row["key"] for row in keys] == expected
                 finally:
                     await db.dispose()
+
+        async def test_one_statement_stores_what_the_transaction_of_statements_stores(
+            self,
+        ) -> None:
+            """A write without claims or updates goes as one statement: the same rows, with
+            the same values (JSON, timestamps, bytes, NULLs), as through the statements."""
+            async with fresh_postgres_database() as url:
+                db = Database(url)
+                await upgrade(db)
+                connection = await asyncpg.connect(asyncpg_dsn(db.url))
+                try:
+                    units = {way: [_step_writes(way, n) for n in range(3)] for way in WAYS}
+                    assert all(fits_one_statement(u) for u in units.values())
+                    async with connection.transaction():
+                        by_statements = await greenlet_spawn(
+                            write_staged, AsyncpgStatements(connection), units["statements"]
+                        )
+                    in_one = await write_in_one_statement(connection, units["one"])
+                    stored = {way: await _stored(connection, way) for way in WAYS}
+                    assert stored["one"] == stored["statements"]
+                    assert [len(rows) for rows in stored["one"].values()] == [3, 3, 3, 6]
+                    for way, written in (("statements", by_statements), ("one", in_one)):
+                        ids = await connection.fetch(
+                            "SELECT id, message_id FROM ballast_outbox WHERE subject = $1"
+                            " ORDER BY id",
+                            f"{way}.out",
+                        )
+                        assert [(c.row_id, c.message.message_id) for c in written.committed] == [
+                            (row["id"], row["message_id"]) for row in ids
+                        ]
+                    writer = AsyncpgWriter(db.url)
+                    try:
+                        with pytest.raises(AlreadyProcessedError):  # as through the statements
+                            await writer([_step_writes("one", 0)])
+                    finally:
+                        await writer.dispose()
+                finally:
+                    await connection.close()
+                    await db.dispose()
+
+    WAYS = ("statements", "one")
+
+    def _step_writes(way: str, n: int) -> StagedWrites:
+        """What a tool's result and an agent's next request write, labelled by ``way``."""
+        now = utc_now()
+        staged = StagedWrites(
+            inbox=[{"consumer": way, "key": f"k{n}", "processed_at": now, "result": b"\x00r"}],
+            ended_claims=[(way, f"other{n}")],
+            outbox=[
+                {
+                    "message_id": f"{way}-{n}-{i}",
+                    "subject": f"{way}.out",
+                    "payload": f"payload {i}".encode(),
+                    "headers": {"Ballast-Task-Id": f"t{n}", "n": str(i)},
+                    "created_at": now,
+                    "attempts": 0,
+                    "producer": None if i else way,
+                }
+                for i in range(2)
+            ],
+            sent=[],
+        )
+        staged.add(
+            JournalEntry(
+                task_id=f"{way}-{n}", seq=n, kind="tool", name="noop",
+                request={"args": {"n": n, "text": "é"}}, status=StepStatus.PENDING.value,
+                started_at=now,
+            )
+        )  # fmt: skip
+        staged.insert(
+            AuditRecord,
+            {
+                "at": now, "task_id": f"{way}-{n}", "call_id": f"c{n}", "agent": "a",
+                "tool": "noop", "user_id": "u", "tenant": "t", "verdict": "allowed",
+                "rule": "allowed", "reason": "",
+            },
+        )  # fmt: skip
+        return staged
+
+    async def _stored(connection: asyncpg.Connection, way: str) -> dict[str, list[Any]]:
+        """The rows written by ``way``, its label replaced, ids and times left out."""
+        queries = {
+            "inbox": "SELECT key, result FROM ballast_inbox WHERE consumer = $1 ORDER BY key",
+            "journal": "SELECT seq, kind, name, request::text, status, outcome::text, usage::text,"
+            " finished_at FROM ballast_journal WHERE task_id LIKE $1 || '-%' ORDER BY seq",
+            "audit": "SELECT call_id, agent, tool, verdict, reason FROM ballast_audit"
+            " WHERE task_id LIKE $1 || '-%' ORDER BY call_id",
+            "outbox": "SELECT replace(message_id, $1, ''), payload, headers::text, attempts,"
+            " producer IS NULL, sent_at FROM ballast_outbox WHERE subject = $1 || '.out'"
+            " ORDER BY id",
+        }
+        return {
+            name: [tuple(row) for row in await connection.fetch(sql, way)]
+            for name, sql in queries.items()
+        }
 
     _END_OTHER_BACKENDS = text(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
