@@ -127,7 +127,8 @@ def outbox_ids(returned: Sequence[asyncpg.Record], rows: Sequence[dict[str, Any]
 
 
 class AsyncpgStatements:
-    """`outbox.staged_writes.Statements` on an asyncpg connection with a transaction open."""
+    """`outbox.staged_writes.Statements` on an asyncpg connection, in the transaction open on
+    it; admission alone runs with none (each statement commits on its own)."""
 
     def __init__(self, connection: asyncpg.Connection) -> None:
         self._conn = connection

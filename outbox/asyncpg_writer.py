@@ -48,6 +48,15 @@ class AsyncpgWriter:
     async def __call__(self, units: Sequence[StagedWrites]) -> Written:
         try:
             connection = await self._connect()
+            if all(unit.admission_only for unit in units):
+                # Each statement commits on its own: admission needs no transaction around
+                # its claims and its read of the inbox (`outbox.admission`), and a claim
+                # left by a failure after it is released by the delivery's failure path
+                # or lapses. BEGIN and COMMIT would be two more round trips.
+                admitted: Written = await greenlet_spawn(
+                    write_staged, AsyncpgStatements(connection), units
+                )
+                return admitted
             if fits_one_statement(units):
                 try:
                     return await write_in_one_statement(connection, units)

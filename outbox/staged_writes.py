@@ -79,15 +79,18 @@ class StagedWrites:
         return bool(self.outbox or self.inbox or self.claims)
 
     @property
+    def admission_only(self) -> bool:
+        """Whether these writes are inputs to admit and nothing else."""
+        return bool(self.claims) and not self._writes_rows
+
+    @property
     def empty(self) -> bool:
-        return not (
-            self.inbox
-            or self.outbox
-            or self.rows
-            or self.updates
-            or self.ended_claims
-            or self.sent
-            or self.claims
+        return not (self.claims or self._writes_rows)
+
+    @property
+    def _writes_rows(self) -> bool:
+        return bool(
+            self.inbox or self.outbox or self.rows or self.updates or self.ended_claims or self.sent
         )
 
 
