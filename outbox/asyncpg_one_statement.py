@@ -13,8 +13,9 @@ Admission cannot go this way: it reads the inbox after writing its claims, in a
 statement of its own, to see a worker that finished in between (`outbox.admission`);
 updates are given as statements with parameters, not rows, and would not see a row
 inserted by the same statement. A write with either runs as a transaction of statements
-(`outbox.asyncpg_statements`): an agent's request, mostly, since the outcome of its
-previous step rides along with it as an update (`GroupCommit.defer`).
+(`outbox.asyncpg_statements`), except for the deferred outcome of a step that rides
+along with an agent's next request (`GroupCommit.defer`): that update goes on its own
+just before (`outbox.asyncpg_writer`).
 """
 
 from __future__ import annotations

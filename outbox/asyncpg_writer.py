@@ -47,31 +47,39 @@ class AsyncpgWriter:
 
     async def __call__(self, units: Sequence[StagedWrites]) -> Written:
         try:
-            connection = await self._connect()
-            if all(unit.admission_only for unit in units):
-                # Each statement commits on its own: admission needs no transaction around
-                # its claims and its read of the inbox (`outbox.admission`), and a claim
-                # left by a failure after it is released by the delivery's failure path
-                # or lapses. BEGIN and COMMIT would be two more round trips.
-                admitted: Written = await greenlet_spawn(
-                    write_staged, AsyncpgStatements(connection), units
-                )
-                return admitted
-            if fits_one_statement(units):
-                try:
-                    return await write_in_one_statement(connection, units)
-                except asyncpg.IntegrityConstraintViolationError:
-                    pass  # nothing was written; the statements below tell which row clashed
-            async with connection.transaction():
-                written: Written = await greenlet_spawn(
-                    write_staged, AsyncpgStatements(connection), units
-                )
-                return written
+            return await self._write(await self._connect(), units)
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise sa_exc.IntegrityError("shared transaction", None, exc) from exc
         except _CONNECTION_ERRORS as exc:
             await self.dispose()
             raise sa_exc.OperationalError("shared transaction", None, exc) from exc
+
+    async def _write(
+        self, connection: asyncpg.Connection, units: Sequence[StagedWrites]
+    ) -> Written:
+        if all(unit.admission_only for unit in units):
+            # Each statement commits on its own: admission needs no transaction around
+            # its claims and its read of the inbox (`outbox.admission`), and a claim
+            # left by a failure after it is released by the delivery's failure path
+            # or lapses. BEGIN and COMMIT would be two more round trips.
+            return await _statements(connection, units)
+        ahead = [unit for unit in units if unit.deferred_single_update]
+        rest = [unit for unit in units if not unit.deferred_single_update]
+        if fits_one_statement(rest):
+            if ahead:
+                # Deferred outcomes of steps (the previous step's, mostly, riding along
+                # with an agent's next request) go first, each update a statement that
+                # commits on its own: a part of the one statement would not see a row
+                # another part inserts, and nobody waits for them.
+                await _statements(connection, ahead)
+                if not rest:
+                    return Written([], [])
+            try:
+                return await write_in_one_statement(connection, rest)
+            except asyncpg.IntegrityConstraintViolationError:
+                units = rest  # nothing of it was written; the statements tell which row clashed
+        async with connection.transaction():
+            return await _statements(connection, units)
 
     async def _connect(self) -> asyncpg.Connection:
         if self._connection is None or self._connection.is_closed():
@@ -86,3 +94,10 @@ class AsyncpgWriter:
                 await connection.close(timeout=2)
             except _CONNECTION_ERRORS:
                 connection.terminate()
+
+
+async def _statements(connection: asyncpg.Connection, units: Sequence[StagedWrites]) -> Written:
+    """``units`` written statement by statement, in the transaction open on ``connection``
+    (or none: then each statement commits on its own)."""
+    written: Written = await greenlet_spawn(write_staged, AsyncpgStatements(connection), units)
+    return written

@@ -91,6 +91,7 @@ class GroupCommit:
         statement to every transaction on a step's path. ``max_units`` of them go at
         once. A failure is logged; the caller must be able to live with it.
         """
+        writes.deferred = True
         done: asyncio.Future[Written] = asyncio.get_running_loop().create_future()
         done.add_done_callback(_log_failure)
         (self._deferred if ordered else self._unordered).append(_Waiting(writes, done))

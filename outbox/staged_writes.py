@@ -56,6 +56,8 @@ class StagedWrites:
     multi-row execution. They run after the inserts."""
     claims: list[ClaimRequest] = field(default_factory=list)
     """Inputs to admit (`outbox.admission`); decided before anything else is written."""
+    deferred: bool = False
+    """Handed to `GroupCommit.defer`: nobody waits for these writes, a crash may lose them."""
 
     def add(self, row: SQLModel) -> None:
         """Stage the insert of a table model (its unset autoincrement key is left out)."""
@@ -84,14 +86,23 @@ class StagedWrites:
         return bool(self.claims) and not self._writes_rows
 
     @property
+    def deferred_single_update(self) -> bool:
+        """Whether these are deferred writes of one update and nothing else (the outcome of a
+        step, say): written on their own, they stay all or nothing."""
+        return self.deferred and len(self.updates) == 1 and not (self.claims or self._others)
+
+    @property
     def empty(self) -> bool:
         return not (self.claims or self._writes_rows)
 
     @property
     def _writes_rows(self) -> bool:
-        return bool(
-            self.inbox or self.outbox or self.rows or self.updates or self.ended_claims or self.sent
-        )
+        return bool(self.updates or self._others)
+
+    @property
+    def _others(self) -> bool:
+        """Whether rows are written other than by updates (inserts, ended claims, sent marks)."""
+        return bool(self.inbox or self.outbox or self.rows or self.ended_claims or self.sent)
 
 
 def _generated(column: Column[Any]) -> bool:

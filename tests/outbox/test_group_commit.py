@@ -206,11 +206,17 @@ class TestDeferredWrites:
             finish_step(uow, task_id="t", seq=1, status=StepStatus.COMPLETED, outcome={"v": 1})
         assert db.group.transactions == 1, "nobody waited for the outcome"
         assert (await load_journal(db, "t"))[1].status == StepStatus.PENDING.value
-        async with UnitOfWork(db, wait=False) as uow:
+        async with UnitOfWork(db, wait=False) as uow:  # the next step asks, as an agent does
+            record_step(
+                uow, task_id="t", seq=2, kind="tool", name="s", request=None,
+                status=StepStatus.PENDING,
+            )  # fmt: skip
             uow.publish("out.subject", b"payload", message_id="msg")
         assert db.group.transactions == 2, "a unit with a message waits for its commit"
-        entry = (await load_journal(db, "t"))[1]
-        assert (entry.status, entry.outcome) == (StepStatus.COMPLETED.value, {"v": 1})
+        journal = await load_journal(db, "t")
+        assert (journal[1].status, journal[1].outcome) == (StepStatus.COMPLETED.value, {"v": 1})
+        assert journal[2].status == StepStatus.PENDING.value
+        assert await _count(db, OutboxMessage) == 1
 
 
 async def _outbox_ids(db: Database) -> list[int]:
