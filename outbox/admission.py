@@ -16,8 +16,8 @@ from typing import Protocol
 
 
 class ClaimStatements(Protocol):
-    """The statements admission runs, in the open transaction of a shared write (through
-    SQLAlchemy, `outbox.sqlalchemy_statements`, or asyncpg alone, `outbox.asyncpg_statements`)."""
+    """The statements admission runs, in the open transaction of a shared write or, on
+    PostgreSQL, in none (each commits on its own). See `outbox.staged_writes.Statements`."""
 
     def claim(self, requests: Sequence[ClaimRequest], now: datetime) -> dict[tuple[str, str], str]:
         """Claim each input unless another owner's claim is live at ``now``; return the owner

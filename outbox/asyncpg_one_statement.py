@@ -21,22 +21,19 @@ just before (`outbox.asyncpg_writer`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import asyncpg
-from sqlalchemy import Table
 
 from contracts.wire import utc_now
 from outbox.asyncpg_statements import (
-    DIALECT,
     Parameters,
     end_claims_sql,
     insert_inbox_sql,
     insert_outbox_sql,
+    insert_sql,
     mark_sent_sql,
     outbox_ids,
 )
-from outbox.compiled import insert_columns_of
 from outbox.staged_writes import StagedWrites, Written, committed_rows, plan_writes
 
 _NOTHING_RETURNED = "SELECT NULL::bigint AS id, NULL::varchar AS message_id WHERE false"
@@ -63,7 +60,7 @@ async def write_in_one_statement(
         parts.append(insert_inbox_sql(p, plan.inbox))
     if plan.ended_claims:
         parts.append(end_claims_sql(p, plan.ended_claims))
-    parts += [_insert_sql(p, table, rows) for table, rows in plan.rows.items()]
+    parts += [insert_sql(p, table, rows) for table, rows in plan.rows.items()]
     if plan.sent:
         parts.append(mark_sent_sql(p, plan.sent, utc_now()))
     main = insert_outbox_sql(p, plan.outbox) if plan.outbox else _NOTHING_RETURNED
@@ -73,15 +70,3 @@ async def write_in_one_statement(
     if not plan.outbox:
         return Written([], [])
     return Written(committed_rows(outbox_ids(returned, plan.outbox), plan.outbox), [])
-
-
-def _insert_sql(p: Parameters, table: Table, rows: Sequence[dict[str, Any]]) -> str:
-    """The insert of ``rows`` (all with the same columns) into ``table``, as arrays, each
-    value converted as its column's type converts it for asyncpg."""
-    names, arguments = insert_columns_of(table, tuple(rows[0]), DIALECT)
-    values = list(zip(*(arguments(row) for row in rows), strict=True))
-    arrays = ", ".join(
-        p.add(list(column), f"{table.c[name].type.compile(dialect=DIALECT)}[]")
-        for name, column in zip(names, values, strict=True)
-    )
-    return f"INSERT INTO {table.name} ({', '.join(names)})\nSELECT * FROM unnest({arrays})"

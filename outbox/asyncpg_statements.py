@@ -3,11 +3,11 @@
 Through SQLAlchemy's async engine a one-statement transaction cost 0.50-0.65 ms on
 this kind of machine against 0.28 ms through asyncpg, and an admission transaction
 1.0 against 0.6 ms: most of a durable step's time on PostgreSQL went to the layers
-around the driver. Here each statement is one asyncpg call. The fixed statements
-(claims, inbox, outbox) take their rows as arrays (``unnest``), so that one
-statement writes any number of rows and still returns what it wrote; inserts and
-updates of other tables are SQLAlchemy statements compiled once for asyncpg, their
-values converted by the columns' own types (JSON, `outbox.columns.UtcDateTime`).
+around the driver. Here each statement is one asyncpg call. Inserts take their rows
+as arrays (``unnest``), so that one statement writes any number of rows and still
+returns what it wrote; the columns and types of other tables' inserts, and their
+updates, come from SQLAlchemy, compiled once for asyncpg, their values converted by
+the columns' own types (JSON, `outbox.columns.UtcDateTime`).
 
 A write without claims or updates goes as one statement instead
 (`outbox.asyncpg_one_statement`), built from the same pieces of SQL.
@@ -19,6 +19,7 @@ SQLAlchemy's own async engine does.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -30,10 +31,10 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.util import await_only
 
 from outbox.admission import ClaimRequest
-from outbox.compiled import compiled_for, insert_of
+from outbox.compiled import Arguments, compiled_for, insert_columns_of
 from outbox.errors import AlreadyProcessedError
 
-DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy's
+_DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy's
 
 _CLAIM = """
 INSERT INTO ballast_claim (consumer, key, owner, expires_at)
@@ -76,12 +77,28 @@ def insert_inbox_sql(p: Parameters, rows: Sequence[dict[str, Any]]) -> str:
 
 
 def end_claims_sql(p: Parameters, keys: Sequence[tuple[str, str]]) -> str:
-    consumers = p.add([consumer for consumer, _ in keys], "varchar[]")
-    names = p.add([key for _, key in keys], "varchar[]")
+    consumers, names = (p.add(column, "varchar[]") for column in _columns(keys))
     return (
         "DELETE FROM ballast_claim\n"
         f"WHERE (consumer, key) IN (SELECT * FROM unnest({consumers}, {names}))"
     )
+
+
+def insert_sql(p: Parameters, table: Table, rows: Sequence[dict[str, Any]]) -> str:
+    """The insert of ``rows`` (all with the same columns) into ``table``, as arrays, each
+    value converted as its column's type converts it for asyncpg."""
+    names, casts, arguments = _array_columns(table, tuple(rows[0]))
+    columns = zip(*(arguments(row) for row in rows), strict=True)
+    arrays = ", ".join(p.add(list(v), cast) for v, cast in zip(columns, casts, strict=True))
+    return f"INSERT INTO {table.name} ({', '.join(names)})\nSELECT * FROM unnest({arrays})"
+
+
+@functools.cache
+def _array_columns(table: Table, given: tuple[str, ...]) -> tuple[list[str], list[str], Arguments]:
+    """The columns an insert of the ``given`` ones writes, the array type of each, and their
+    `Arguments`: worked out once per table and columns."""
+    names, arguments = insert_columns_of(table, given, _DIALECT)
+    return names, [f"{table.c[name].type.compile(dialect=_DIALECT)}[]" for name in names], arguments
 
 
 def mark_sent_sql(p: Parameters, row_ids: Sequence[int], now: datetime) -> str:
@@ -163,11 +180,11 @@ class AsyncpgStatements:
             raise AlreadyProcessedError(rows[0]["consumer"], rows[0]["key"]) from exc
 
     def insert(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-        sql, arguments = insert_of(table, tuple(rows[0]), DIALECT)
-        await_only(self._conn.executemany(sql, [arguments(row) for row in rows]))
+        p = Parameters()
+        await_only(self._conn.execute(insert_sql(p, table, rows), *p.values))
 
     def update(self, statement: Update, many: Sequence[dict[str, Any]]) -> None:
-        sql, arguments = compiled_for(statement, DIALECT)
+        sql, arguments = compiled_for(statement, _DIALECT)
         await_only(self._conn.executemany(sql, [arguments(params) for params in many]))
 
     def mark_sent(self, row_ids: Sequence[int], now: datetime) -> None:

@@ -1,8 +1,8 @@
 """A shared write's statements through SQLAlchemy, on a synchronous connection or session.
 
-Used by a unit of work that writes through its own session, and by group commit on
-SQLite (a synchronous connection on a thread of its own, `outbox.writers`). The
-statements are built once: SQLAlchemy then finds their compiled form without working
+Used by a unit of work that writes through its own session (group commit's writers
+call their drivers directly, `outbox.writers`); SQLite's also runs the claim upsert
+built here. The statements are built once: SQLAlchemy then finds their compiled form without working
 out a cache key for a new statement object at every shared transaction.
 """
 
@@ -25,7 +25,7 @@ from outbox.staged_writes import StagedWrites, Written, write_staged
 from outbox.tables import Claim, InboxEntry, OutboxMessage
 
 Executor = Connection | Session
-"""Where statements run: a connection (group commit) or a unit of work's session."""
+"""Where statements run: a unit of work's session, or a connection."""
 
 _INBOX: Table = InboxEntry.__table__  # type: ignore[attr-defined]  # set by SQLModel
 _OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]

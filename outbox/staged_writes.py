@@ -111,8 +111,9 @@ def _generated(column: Column[Any]) -> bool:
 
 class Statements(ClaimStatements, Protocol):
     """The statements a shared write runs, in its open transaction: through SQLAlchemy
-    (`outbox.sqlalchemy_statements`) or, for group commit on PostgreSQL, asyncpg alone
-    (`outbox.asyncpg_statements`). Rows are given as column values."""
+    (`outbox.sqlalchemy_statements`, a unit of work's own session) or, for group commit,
+    sqlite3 or asyncpg alone (`outbox.sqlite3_statements`, `outbox.asyncpg_statements`).
+    Rows are given as column values."""
 
     def insert_inbox(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert inbox entries; raise `AlreadyProcessedError` (naming the first row's input)

@@ -4,10 +4,9 @@ Through SQLAlchemy's async engine every statement is several awaits: on SQLite
 each is a hop to aiosqlite's thread and back (creating a cursor, executing,
 fetching, closing), about 0.4 ms apiece on this kind of machine, so a
 transaction of five statements cost 3-5 ms although SQLite needs 0.5 ms for it.
-So on SQLite the whole transaction runs in one hop, on a thread and a
-connection of its own: SQLAlchemy's synchronous engine begins and commits it, and
-its statements go to the standard library's sqlite3 directly
-(`outbox.sqlite_writer`, `outbox.sqlite3_statements`). On PostgreSQL the
+So on SQLite the whole transaction is one call on a sqlite3 connection of its own,
+on the event loop's thread or a thread of its own (`outbox.sqlite_writer`,
+`outbox.sqlite3_statements`). On PostgreSQL the
 statements are network round trips anyway; they run through asyncpg alone, on a
 connection of the writer's own (`outbox.asyncpg_writer`: SQLAlchemy's layers around
 the driver cost more than the round trips).
