@@ -13,7 +13,8 @@ Rows committed by this process need no search: the commit hands them over
 later, the rows of many rounds in one transaction (`GroupCommit.defer`). The search
 is a sweep for the rest: rows a crashed process left, rows whose publish failed,
 rows of other writers. The sweep leaves rows younger than ``sweep_min_age_s`` to the
-relay that wrote them.
+relay that wrote them. The two go round in loops of their own: a sweep's read of the
+table takes a few milliseconds, and rows a step waits for must not queue behind it.
 
 A crash between publish and mark-sent leaves the rows unsent: they are
 published again with the same ``Nats-Msg-Id`` and the stream drops the copies.
@@ -68,7 +69,8 @@ class Relay:
         self._db = db
         self._publisher = publisher
         self._config = config or RelayConfig()
-        self._wake = asyncio.Event()
+        self._offered = asyncio.Event()
+        self._nudged = asyncio.Event()
         self._ready: list[Committed] = []
         self._sweep_now = True
         self.published_total = 0
@@ -79,41 +81,49 @@ class Relay:
     def offer(self, rows: list[Committed]) -> None:
         """Publish these just-committed rows next (a `Database.on_commit` hook)."""
         self._ready += rows
-        self._wake.set()
+        self._offered.set()
 
     def nudge(self) -> None:
         """Sweep now instead of at the next interval (the broker is back, say)."""
         self._sweep_now = True
-        self._wake.set()
+        self._nudged.set()
 
     async def run(self) -> None:
-        """Relay until cancelled; failures back off and retry, they never end the loop."""
+        """Relay until cancelled; failures back off and retry, they never end the loops."""
+        async with asyncio.TaskGroup() as loops:
+            loops.create_task(self._publish_handed_over())
+            loops.create_task(self._sweep())
+
+    async def _publish_handed_over(self) -> None:
         backoff = 0.0
-        loop = asyncio.get_running_loop()
-        next_sweep = loop.time()
         while True:
-            self._wake.clear()
-            swept_all = True
-            try:
-                if self._sweep_now or loop.time() >= next_sweep:
-                    self._sweep_now = False
-                    next_sweep = loop.time() + self._config.sweep_interval_s
-                    sent = await self._round(self._config.sweep_min_age_s)
-                    swept_all = sent < self._config.batch_size
-                elif self._ready:
+            await self._offered.wait()
+            self._offered.clear()
+            while self._ready:
+                try:
                     await self._publish_ready()
+                except (PublishError, DatabaseError) as exc:
+                    backoff = await _back_off(backoff, exc, self._config.max_backoff_s)
+                    continue
+                backoff = 0.0
+                self.last_round_at = time.monotonic()
+
+    async def _sweep(self) -> None:
+        backoff = 0.0
+        while True:
+            self._nudged.clear()
+            self._sweep_now = False
+            try:
+                sent = await self._round(self._config.sweep_min_age_s)
             except (PublishError, DatabaseError) as exc:
-                backoff = min(self._config.max_backoff_s, max(0.05, backoff * 2))
-                log.warning("relay.round_failed", error=str(exc), retry_in_s=backoff)
-                await asyncio.sleep(backoff)
+                backoff = await _back_off(backoff, exc, self._config.max_backoff_s)
                 continue
             backoff = 0.0
             self.last_round_at = time.monotonic()
-            self._sweep_now = self._sweep_now or not swept_all
-            if self._ready or self._sweep_now:
+            if sent >= self._config.batch_size or self._sweep_now:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, next_sweep - loop.time()))
+                await asyncio.wait_for(self._nudged.wait(), self._config.sweep_interval_s)
 
     async def _publish_ready(self) -> int:
         """Publish the rows handed over by commits, all in flight; mark them sent together."""
@@ -251,6 +261,14 @@ class Relay:
         if sent < len(rows):
             log.warning("relay.partial_round", sent=sent, failed=len(rows) - sent)
         return sent
+
+
+async def _back_off(backoff: float, exc: Exception, longest_s: float) -> float:
+    """Wait after a failed round, twice as long as after the one before; return the wait."""
+    backoff = min(longest_s, max(0.05, backoff * 2))
+    log.warning("relay.round_failed", error=str(exc), retry_in_s=backoff)
+    await asyncio.sleep(backoff)
+    return backoff
 
 
 async def _record_failures(session: AsyncSession, failed: list[tuple[int, str]]) -> None:

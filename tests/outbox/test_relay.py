@@ -144,6 +144,34 @@ class TestNudge:
         finally:
             running.cancel()
 
+    async def test_handed_over_rows_do_not_wait_for_a_sweep_in_progress(
+        self, db: Database, bus: Bus
+    ) -> None:
+        """A sweep reads the table for a few milliseconds, longer on a busy database; rows a
+        commit hands over meanwhile go out at once instead of queueing behind it."""
+        relay = HangingSweep(db, JetStreamPublisher(bus.js))
+        db.on_commit(relay.offer)
+        running = asyncio.create_task(relay.run())
+        try:
+            await relay.sweeping.wait()
+            await write_rows(db, bus, 5)
+            await eventually(_stored(bus, 5), timeout_s=2, what="a publish during a sweep")
+        finally:
+            running.cancel()
+
+
+class HangingSweep(Relay):
+    """A relay whose sweep, once begun, never ends."""
+
+    def __init__(self, db: Database, publisher: JetStreamPublisher) -> None:
+        super().__init__(db, publisher)
+        self.sweeping = asyncio.Event()
+
+    async def _round(self, min_age_s: float) -> int:
+        self.sweeping.set()
+        await asyncio.Event().wait()
+        return 0
+
 
 class TestSharedDatabase:
     async def test_each_service_relays_its_own_rows_and_rows_of_no_producer(
