@@ -155,37 +155,45 @@ class Consumer(ABC, Generic[M]):
     async def __call__(self, msg: NatsMessage) -> None:
         """FastStream handler: process one delivery; always ends in ack, nak or term."""
         delivery = Delivery.of(msg)
-        with structlog.contextvars.bound_contextvars(
+        # Tokens put back what was bound before; structlog's bound_contextvars would also
+        # copy and scan the whole context on entry, a cost at every message.
+        tokens = structlog.contextvars.bind_contextvars(
             service=self.service,
             message_id=delivery.message_id,
             task_id=delivery.headers.get(Header.TASK_ID),
             attempt=delivery.attempt,
-        ):
-            try:
-                if len(delivery.body) > self.settings.max_payload_bytes:
-                    raise TooLargeError(
-                        f"the message is {len(delivery.body)} bytes, over the limit of "
-                        f"{self.settings.max_payload_bytes} (BALLAST_MAX_PAYLOAD_BYTES)"
-                    )
-                message = self.parse(delivery)
-            except (InvalidMessageError, ValidationError) as exc:
-                await self._give_up(msg, delivery, None, describe_failure(exc), utc_now())
-                return
-            owner = uuid.uuid4().hex
-            # Long runs (an agent waiting for its tools) must not look dead to the broker.
-            keep_alive = asyncio.create_task(self._report_progress(msg, self.key(message), owner))
-            try:
-                await self._run(msg, delivery, message, owner)
-            except asyncio.CancelledError:
-                # Stopping, and the grace period is over: give the message back so that
-                # another replica takes it now instead of after the ack wait.
-                # FastStream cancels through an anyio cancel scope, which cancels every
-                # later await too; only a shielded scope lets the hand-back complete.
-                with anyio.CancelScope(shield=True):
-                    await self._hand_back(msg, self.key(message), owner)
-                raise
-            finally:
-                keep_alive.cancel()
+        )
+        try:
+            await self._deliver(msg, delivery)
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
+
+    async def _deliver(self, msg: NatsMessage, delivery: Delivery) -> None:
+        try:
+            if len(delivery.body) > self.settings.max_payload_bytes:
+                raise TooLargeError(
+                    f"the message is {len(delivery.body)} bytes, over the limit of "
+                    f"{self.settings.max_payload_bytes} (BALLAST_MAX_PAYLOAD_BYTES)"
+                )
+            message = self.parse(delivery)
+        except (InvalidMessageError, ValidationError) as exc:
+            await self._give_up(msg, delivery, None, describe_failure(exc), utc_now())
+            return
+        owner = uuid.uuid4().hex
+        # Long runs (an agent waiting for its tools) must not look dead to the broker.
+        keep_alive = asyncio.create_task(self._report_progress(msg, self.key(message), owner))
+        try:
+            await self._run(msg, delivery, message, owner)
+        except asyncio.CancelledError:
+            # Stopping, and the grace period is over: give the message back so that
+            # another replica takes it now instead of after the ack wait.
+            # FastStream cancels through an anyio cancel scope, which cancels every
+            # later await too; only a shielded scope lets the hand-back complete.
+            with anyio.CancelScope(shield=True):
+                await self._hand_back(msg, self.key(message), owner)
+            raise
+        finally:
+            keep_alive.cancel()
 
     async def _hand_back(self, msg: NatsMessage, key: str, owner: str) -> None:
         """Nak at once and give up the claim; no failure is recorded (nothing failed)."""

@@ -15,6 +15,7 @@ both there or both absent.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,16 +60,24 @@ class ToolContext:
     """What a tool function gets besides its arguments."""
 
     def __init__(
-        self, call: ToolCall, attempt: int, uow: UnitOfWork, events: tuple[str, ...] = ()
+        self, call: ToolCall, attempt: int, uow: UnitOfWork, events: frozenset[str] = frozenset()
     ) -> None:
         self.call = call
-        self._events = frozenset(event_subject(*e.split(".")) for e in events)
+        self._events = events
+        """The subjects of the events the tool declared."""
         self.attempt = attempt
         """1 on the first delivery of this call, higher on retries."""
         self._uow = uow
         self.provenance: list[Provenance] = []
         """Where the output came from; add untrusted sources with `from_source`."""
-        self.log = log.bind(tool=call.tool, call_id=call.call_id)
+
+    @functools.cached_property
+    def log(self) -> structlog.typing.FilteringBoundLogger:
+        """A logger bound to this call; bound when first used, as most tools never log."""
+        bound: structlog.typing.FilteringBoundLogger = log.bind(
+            tool=self.call.tool, call_id=self.call.call_id
+        )
+        return bound
 
     @property
     def idempotency_key(self) -> str:
@@ -131,6 +140,7 @@ class ToolConsumer(Consumer[ToolCall]):
         self.spec = spec
         self.breakers = breakers
         self.guards = guards
+        self.event_subjects = frozenset(event_subject(*e.split(".")) for e in spec.events)
 
     def parse(self, delivery: Delivery) -> ToolCall:
         call = ToolCall.model_validate_json(delivery.body)
@@ -155,7 +165,7 @@ class ToolConsumer(Consumer[ToolCall]):
         spec = self.spec
         args = spec.args_model.model_validate(message.args) if spec.args_model else message.args
         async with UnitOfWork(self.db) as uow:
-            ctx = ToolContext(message, delivery.attempt, uow, spec.events)
+            ctx = ToolContext(message, delivery.attempt, uow, self.event_subjects)
             if not spec.trusted_output:
                 ctx.from_source(f"tool:{spec.name}", trusted=False)
             output = await self.breakers.call(

@@ -7,9 +7,12 @@ from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
+import structlog
 from pydantic import BaseModel, JsonValue
+from structlog.testing import capture_logs
 
 from contracts import BudgetLimits, TaskRequest, TaskStatus
+from contracts.subjects import tool_service
 from contracts.wire import utc_now
 from outbox.journal import load_journal
 from services.agent_context import AgentContext
@@ -270,3 +273,39 @@ async def test_failed_and_budget_stopped_runs_replay_to_the_same_end(
     assert report.error is not None
     assert "tool_calls" in report.error
     assert (await trace(host.db, stopped.task_id)).status == "budget_exceeded"  # type: ignore[union-attr]
+
+
+async def test_a_tool_logs_bound_to_its_delivery_and_call(
+    hosts: Hosts, nats_server: EmbeddedNats
+) -> None:
+    """What a tool logs carries the service, message, task and attempt of its delivery
+    (bound for the whole delivery) and the tool and call (bound by its context)."""
+    app = Ballast("t")
+    tool, agent = unique("logged"), unique("caller")
+    seen: list[dict[str, object]] = []
+
+    @app.tool(tool)
+    async def logged(ctx: ToolContext, args: Query) -> str:
+        seen.append(structlog.contextvars.get_contextvars())
+        ctx.log.info("tool.looked_up", q=args.q)
+        return args.q
+
+    @app.agent(agent, tools=(tool,))
+    async def caller(ctx: AgentContext, task: TaskRequest) -> JsonValue:
+        return await ctx.tool(tool, {"q": "x"})
+
+    await hosts.start(nats_server, app.specs)
+    client = await hosts.client(nats_server)
+    task = TaskRequest(agent=agent, principal=PRINCIPAL)
+    with capture_logs() as logs:
+        assert (await client.run(task, timeout_s=20)).status is TaskStatus.COMPLETED
+
+    [entry] = [e for e in logs if e["event"] == "tool.looked_up"]
+    assert entry["tool"] == tool
+    [bound] = seen
+    assert bound == {
+        "service": tool_service(tool),
+        "message_id": entry["call_id"],
+        "task_id": task.task_id,
+        "attempt": 1,
+    }
