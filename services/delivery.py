@@ -121,6 +121,9 @@ class Consumer(ABC, Generic[M]):
         # Like the broker's own ack wait: a worker renews its claims with every sign of
         # life it sends, so a claim lapses when, and only when, its worker went quiet.
         self.lease = timedelta(seconds=settings.ack_wait_s)
+        # The series of every message, looked up once: a lookup by labels takes a lock.
+        self._handler_seconds = settings.metrics.handler_seconds.labels(spec.service)
+        self._acked = settings.metrics.messages.labels(spec.service, "acked")
 
     @abstractmethod
     def parse(self, delivery: Delivery) -> M:
@@ -216,7 +219,6 @@ class Consumer(ABC, Generic[M]):
             )
             await self._give_up(msg, delivery, message, error, delivery.published_at)
             return
-        metrics = self.settings.metrics
         started = time.perf_counter()
         try:
             await self.pool.run(lambda: self._admit_and_process(message, delivery, owner))
@@ -226,8 +228,8 @@ class Consumer(ABC, Generic[M]):
             await self._failed(msg, delivery, message, exc, owner)
             return
         finally:
-            metrics.handler_seconds.labels(self.service).observe(time.perf_counter() - started)
-        metrics.messages.labels(self.service, "acked").inc()
+            self._handler_seconds.observe(time.perf_counter() - started)
+        self._acked.inc()
         await msg.ack()
 
     async def _admit_and_process(self, message: M, delivery: Delivery, owner: str) -> None:
