@@ -31,15 +31,20 @@ class StepStatus(StrEnum):
     """Finished with an error that repeating the step cannot change."""
 
 
+# Built once: every agent run starts with this read, and building the statement (and its
+# cache key) cost as much as running it.
+_JOURNAL_OF = (
+    select(JournalEntry)
+    .where(col(JournalEntry.task_id) == bindparam("task_id"))
+    .order_by(col(JournalEntry.seq))
+)
+
+
 async def load_journal(db: Database, task_id: str) -> dict[int, JournalEntry]:
     """Every recorded step of ``task_id`` by its sequence number."""
     try:
         async with db.session() as session:
-            rows = await session.execute(
-                select(JournalEntry)
-                .where(col(JournalEntry.task_id) == task_id)
-                .order_by(col(JournalEntry.seq))
-            )
+            rows = await session.execute(_JOURNAL_OF, {"task_id": task_id})
             return {entry.seq: entry for entry in rows.scalars()}
     except sa_exc.SQLAlchemyError as exc:
         raise DatabaseError(f"reading the journal of {task_id} failed: {exc}") from exc
