@@ -10,7 +10,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -23,7 +23,7 @@ from bench import backlog, floors, processes
 from bench.common import ROOT, RUNS, Figure, fresh_broker, machine, repeat
 from bench.databases import postgres_available, postgres_database, sqlite_database
 from bench.raw_nats import consume_rate, publish_rate, round_trip_ms
-from bench.relay import relay_rate
+from bench.relay import backlog_rate, relay_rate
 from bench.runtime import step_overhead_at_load_ms, step_overhead_ms, summary, task_rate
 from bench.service_memory import service_rss_mb
 from bench.tool_calls import tool_call_rate
@@ -111,17 +111,20 @@ async def _relay(
     pg: bool,
     publish: Figure,
 ) -> list[Figure]:
-    """The relay draining 10,000 rows, and on PostgreSQL among a million sent rows."""
+    """The relay draining 10,000 rows and a backlog of a million, and on PostgreSQL 1,000
+    rows among a million sent ones."""
     console.print("relay ...")
     figures = []
-    for label, database in databases:
-
-        async def drain(database: Database = database) -> float:
-            async with database() as url:
-                return await relay_rate(server, url, n(10_000))
-
-        figure = Figure(f"relay: outbox rows -> stream, {label}", "rows/s", reference=publish.name)
-        figures.append(await repeat(figure, drain))
+    for what, rows, drained in (
+        ("", n(10_000), relay_rate),
+        (f", backlog of {n(1_000_000):,}", n(1_000_000), backlog_rate),
+    ):
+        for label, database in databases:
+            figure = Figure(
+                f"relay: outbox rows -> stream{what}, {label}", "rows/s", reference=publish.name
+            )
+            once = partial(_drained, server, database, drained, rows)
+            figures.append(await repeat(figure, once))
     if pg:
         console.print("relay on a table of 1,000,000 sent rows ...")
         async with postgres_database() as url:
@@ -135,6 +138,17 @@ async def _relay(
             figures.append(await repeat(big, lambda: backlog.relay_among_sent(server, db)))
             await db.dispose()
     return figures
+
+
+async def _drained(
+    server: EmbeddedNats,
+    database: Database,
+    drained: Callable[[EmbeddedNats, str, int], Awaitable[float]],
+    rows: int,
+) -> float:
+    """One run of a relay figure on a fresh database."""
+    async with database() as url:
+        return await drained(server, url, rows)
 
 
 async def _runtime(

@@ -197,6 +197,25 @@ class TestSharedDatabase:
             for db in (triage, lookup, anyone):
                 await db.dispose()
 
+    async def test_own_rows_and_rows_of_no_producer_go_oldest_first(
+        self, database_url: str, bus: Bus
+    ) -> None:
+        """A relay reads its producer's rows and rows of no producer as two ranges of the
+        unsent index; merged, the stream still gets them in commit order, batch after batch."""
+        mine = Database(database_url, producer="tool-lookup")
+        writers = [mine, Database(database_url), Database(database_url, producer="agent-triage")]
+        try:
+            for i in range(30):
+                async with UnitOfWork(writers[i % 3]) as uow:
+                    uow.publish(bus.subject(), b"x", message_id=f"row-{i}")
+            relay = Relay(mine, JetStreamPublisher(bus.js), RelayConfig(batch_size=7))
+            while await relay.unsent_count():
+                await relay.relay_once()
+            assert await stored_ids(bus) == [f"row-{i}" for i in range(30) if i % 3 != 2]
+        finally:
+            for db in writers:
+                await db.dispose()
+
 
 def _stored(bus: Bus, n: int) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
@@ -208,10 +227,14 @@ def _stored(bus: Bus, n: int) -> Callable[[], Awaitable[bool]]:
 if POSTGRES_URL:  # several relays on one table need row locks, which SQLite does not have
 
     class TestSeveralRelaysOnPostgres:
-        async def test_each_row_is_published_by_exactly_one_relay(self, bus: Bus) -> None:
-            """Three relays draining one table never take the same row (FOR UPDATE SKIP LOCKED)."""
+        @pytest.mark.parametrize("producer", [None, "tool-lookup"])
+        async def test_each_row_is_published_by_exactly_one_relay(
+            self, bus: Bus, producer: str | None
+        ) -> None:
+            """Three relays draining one table never take the same row (FOR UPDATE SKIP LOCKED),
+            relaying every row or one producer's (whose rows are locked in two ranges)."""
             async with fresh_postgres_database() as url:
-                db = Database(url)
+                db = Database(url, producer=producer)
                 await upgrade(db)
                 try:
                     await write_rows(db, bus, 3000)
