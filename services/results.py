@@ -13,6 +13,7 @@ while it waits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -33,7 +34,12 @@ RESCAN_INTERVAL_S = 5.0
 
 
 class PendingResult:
-    """A result some step is waiting for."""
+    """A result some step is waiting for.
+
+    The waiting run awaits one future, woken by its result, by a request to read the
+    stream again, or by the rescan interval: a step waits with no task or callback of
+    its own, and its result wakes it in one turn of the loop.
+    """
 
     def __init__(
         self,
@@ -47,30 +53,42 @@ class PendingResult:
         self._task_id = task_id
         self._step_key = step_key
         self._scan_first = scan_first
-        self.accept = accept
-        self.future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._accept = accept
+        self._result: bytes | None = None
+        self._wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def deliver(self, data: bytes) -> None:
+        """A result arrived for this step: keep it if it is the one awaited, and wake."""
+        if self._result is None and self._accept(data):
+            self._result = data
+            self.rescan()
+
+    def rescan(self) -> None:
+        """Wake the waiting run to read the stream now (if no result has come)."""
+        if not self._wake.done():
+            self._wake.set_result(None)
 
     async def get(self) -> bytes:
         """The result's payload; waits as long as needed (the caller's pool bounds the time)."""
         if self._scan_first:
-            found = await self._waiter.read_back(self._task_id, self._step_key, self.accept)
+            found = await self._waiter.read_back(self._task_id, self._step_key, self._accept)
             if found is not None:
                 return found
         while True:
-            rescan = asyncio.ensure_future(self._waiter.rescan_requested.wait())
-            try:
-                await asyncio.wait(
-                    (self.future, rescan),
-                    timeout=RESCAN_INTERVAL_S,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-            finally:
-                rescan.cancel()
-            if self.future.done():
-                return self.future.result()
-            found = await self._waiter.read_back(self._task_id, self._step_key, self.accept)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RESCAN_INTERVAL_S):
+                    await self._wake
+            if (result := self.received()) is not None:
+                return result
+            # Ready before reading: a result arriving meanwhile wakes the next wait.
+            self._wake = asyncio.get_running_loop().create_future()
+            found = await self._waiter.read_back(self._task_id, self._step_key, self._accept)
             if found is not None:
                 return found
+
+    def received(self) -> bytes | None:
+        """The result the live subscription delivered, if one came."""
+        return self._result
 
 
 class ResultWaiter:
@@ -84,13 +102,13 @@ class ResultWaiter:
         # while the first execution still runs), so each key has a set of waiters.
         self._pending: dict[str, set[PendingResult]] = {}
         self._sub: Subscription | None = None
-        self.rescan_requested = asyncio.Event()
-        """Set (and replaced) to make every waiting run read the stream now."""
 
     def connection_restored(self) -> None:
-        """After a reconnection: results published meanwhile never reached the subscription."""
-        requested, self.rescan_requested = self.rescan_requested, asyncio.Event()
-        requested.set()
+        """After a reconnection: results published meanwhile never reached the subscription,
+        so every waiting run reads the stream now."""
+        for waiting in self._pending.values():
+            for pending in waiting:
+                pending.rescan()
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(f"{PREFIX}.result.{self._agent}.>", cb=self._on_result)
@@ -127,8 +145,7 @@ class ResultWaiter:
     async def _on_result(self, msg: Msg) -> None:
         key = (msg.headers or {}).get(Header.STEP_KEY)
         for pending in self._pending.get(key, ()) if key else ():
-            if not pending.future.done() and pending.accept(msg.data):
-                pending.future.set_result(msg.data)
+            pending.deliver(msg.data)
 
     async def read_back(
         self, task_id: str, step_key: str, accept: Callable[[bytes], bool] = lambda _: True
