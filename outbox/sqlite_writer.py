@@ -7,14 +7,17 @@ committing cost about 0.3 ms more per transaction.
 
 Where it runs depends on the load:
 
-- **One unit (low load): on the event loop's thread, at once.** Handing a transaction to
-  a thread and back (waking the thread, taking the GIL, waking the loop) cost about
-  0.35 ms of the 1 ms it took, three times per tool call, and the loop had nothing else
-  to do meanwhile. Only if the write lock is free at once, though: another connection
-  (a unit of work's own session, another process) may hold it, and waiting for it on
-  the loop's thread would stop the very loop that must finish that transaction.
-- **Several units (load), or the lock is taken: on a thread of its own.** While SQLite
-  writes and syncs the file, the thread holds no GIL and the loop goes on.
+- **One unit someone waits for (low load): on the event loop's thread, at once.**
+  Handing a transaction to a thread and back (waking the thread, taking the GIL, waking
+  the loop) cost about 0.35 ms of the 1 ms it took, three times per tool call, and the
+  loop had nothing else to do meanwhile. Deferred writes riding along (an agent's
+  previous step's outcome rides with its next request) do not change that. Only if the
+  write lock is free at once, though: another connection (a unit of work's own session,
+  another process) may hold it, and waiting for it on the loop's thread would stop the
+  very loop that must finish that transaction.
+- **Several awaited units (load), deferred writes alone, or the lock is taken: on a
+  thread of its own.** While SQLite writes and syncs the file, the thread holds no GIL
+  and the loop goes on.
 
 The connection is used by one transaction at a time (group commit writes one after the
 other), from either thread.
@@ -56,7 +59,8 @@ class SqliteWriter:
         if self._connection is None:  # opened on the thread: it may wait for a lock
             self._connection = await loop.run_in_executor(self._thread, self._connect)
         connection = self._connection
-        if len(units) == 1 and _begin_unless_locked(connection, self._busy_timeout_s):
+        awaited = sum(1 for unit in units if not unit.deferred)
+        if awaited == 1 and _begin_unless_locked(connection, self._busy_timeout_s):
             return _write(connection, units)
         return await loop.run_in_executor(self._thread, _begin_and_write, connection, units)
 

@@ -32,10 +32,12 @@ from outbox.asyncpg_one_statement import fits_one_statement, write_in_one_statem
 from outbox.asyncpg_statements import AsyncpgStatements
 from outbox.asyncpg_writer import AsyncpgWriter, asyncpg_dsn
 from outbox.claims import admit
+from outbox.database import configure_sqlite_connection
 from outbox.journal import StepStatus, finish_step, load_journal, record_step
 from outbox.schema import migrate, upgrade
 from outbox.sqlalchemy_statements import SqlAlchemyStatements
 from outbox.sqlite3_statements import Sqlite3Statements
+from outbox.sqlite_writer import SqliteWriter
 from outbox.staged_writes import StagedWrites, Statements, write_staged
 from outbox.tables import AuditRecord, Claim, JournalEntry
 from tests.conftest import POSTGRES_URL, fresh_postgres_database
@@ -162,6 +164,40 @@ class TestSharedTransactions:
         finally:
             other.close()
             await db.dispose()
+
+    async def test_only_one_awaited_unit_is_written_on_the_loops_thread(
+        self, tmp_path: Path
+    ) -> None:
+        """A lone unit someone waits for is written at once on the loop's thread, also with
+        deferred writes riding along (an agent's previous outcome rides with its next
+        request); several awaited units, or deferred writes alone, go to the writer thread."""
+        path = tmp_path / "threads.db"
+        await migrate(sqlite_url(path))
+        committed_on: list[str] = []
+
+        def note_commit(sql: str) -> None:
+            if sql == "COMMIT":
+                committed_on.append(threading.current_thread().name)
+
+        def configure(connection: sqlite3.Connection) -> None:
+            configure_sqlite_connection(connection)
+            connection.set_trace_callback(note_commit)
+
+        writer = SqliteWriter(str(path), busy_timeout_s=5, configure=configure)
+        try:
+            await writer([_ending("a"), _ending("b", deferred=True)])
+            await writer([_ending("c"), _ending("d")])
+            await writer([_ending("e", deferred=True)])
+        finally:
+            await writer.dispose()
+        loop_thread = threading.current_thread().name
+        assert committed_on[0] == loop_thread
+        assert all(name.startswith("ballast-sqlite-writer") for name in committed_on[1:])
+        assert len(committed_on) == 3
+
+
+def _ending(key: str, *, deferred: bool = False) -> StagedWrites:
+    return StagedWrites(ended_claims=[("consumer", key)], deferred=deferred)
 
 
 class TestDeferredWrites:
