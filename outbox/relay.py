@@ -215,8 +215,8 @@ class Relay:
         With a producer, its rows and rows of no producer are two ranges of the unsent
         index (producer, id), each read in id order up to the batch size and then merged:
         one query with ``OR`` would read every unsent row and sort them at every round,
-        a round that grows with the backlog (a million rows drained at 1,826 rows/s on
-        PostgreSQL against 17,000 for ten thousand).
+        a round that grows with the backlog (300,000 rows of one producer drained at
+        5,622 rows/s on PostgreSQL that way, at 15,787 this way).
         """
         batch = self._config.batch_size
         young = (
