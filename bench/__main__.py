@@ -53,8 +53,8 @@ async def measure(console: Console) -> list[Figure]:
         figures = await _raw(console, server)
         by_name = {f.name: f for f in figures}
         publish, consume_publish = by_name[RAW_PUBLISH], by_name[RAW_CONSUME_PUBLISH]
-        relay = await _relay(console, server, databases, publish)
-        figures += relay
+        figures += await _relay(console, server, databases, publish)
+        after_relay = len(figures)
         console.print("tool calls through the service host ...")
         for label, database in databases:
             figure = Figure(
@@ -75,8 +75,7 @@ async def measure(console: Console) -> list[Figure]:
         figures += await _floors(console, server, databases, consume_publish.name)
         # Last, listed with the relay: writing a million rows keeps the disk busy for
         # minutes after (checkpoints), which slowed the figures measured after it.
-        at = figures.index(relay[-1]) + 1
-        figures[at:at] = await _backlogs(console, server, databases, pg, publish)
+        figures[after_relay:after_relay] = await _backlogs(console, server, databases, pg, publish)
     return figures
 
 

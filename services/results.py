@@ -61,10 +61,10 @@ class PendingResult:
         """A result arrived for this step: keep it if it is the one awaited, and wake."""
         if self._result is None and self._accept(data):
             self._result = data
-            self.rescan()
+            self.wake()
 
-    def rescan(self) -> None:
-        """Wake the waiting run to read the stream now (if no result has come)."""
+    def wake(self) -> None:
+        """Wake the waiting run: it takes the result delivered, or else reads the stream."""
         if not self._wake.done():
             self._wake.set_result(None)
 
@@ -78,17 +78,13 @@ class PendingResult:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(RESCAN_INTERVAL_S):
                     await self._wake
-            if (result := self.received()) is not None:
-                return result
+            if self._result is not None:
+                return self._result
             # Ready before reading: a result arriving meanwhile wakes the next wait.
             self._wake = asyncio.get_running_loop().create_future()
             found = await self._waiter.read_back(self._task_id, self._step_key, self._accept)
             if found is not None:
                 return found
-
-    def received(self) -> bytes | None:
-        """The result the live subscription delivered, if one came."""
-        return self._result
 
 
 class ResultWaiter:
@@ -108,7 +104,7 @@ class ResultWaiter:
         so every waiting run reads the stream now."""
         for waiting in self._pending.values():
             for pending in waiting:
-                pending.rescan()
+                pending.wake()
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(f"{PREFIX}.result.{self._agent}.>", cb=self._on_result)
