@@ -19,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import backlog, floors, processes
+from bench import backlog, cpu, floors, processes
 from bench.common import ROOT, RUNS, Figure, fresh_broker, machine, repeat
 from bench.databases import postgres_available, postgres_database, sqlite_database
 from bench.raw_nats import consume_rate, publish_rate, round_trip_ms
@@ -73,6 +73,7 @@ async def measure(console: Console) -> list[Figure]:
             figures += await _trace(server, database, label)
         figures += await _peers(console, consume_publish.name)
         figures += await _floors(console, server, databases, consume_publish.name)
+        figures += await _cpu(console, pg)
         # Last, listed with the relay: writing a million rows keeps the disk busy for
         # minutes after (checkpoints), which slowed the figures measured after it.
         figures[after_relay:after_relay] = await _backlogs(console, server, databases, pg, publish)
@@ -308,6 +309,29 @@ async def _floors(
     figures.append(
         await repeat(Figure("floor: RSS of the libraries alone", "MB"), floors.libraries_rss_mb)
     )
+    return figures
+
+
+async def _cpu(console: Console, pg: bool) -> list[Figure]:
+    """CPU per call of each process (bench.cpu): the tool's own processes against
+    FastStream's alone, and what nats-server, PostgreSQL and the caller take of the
+    machine's budget."""
+    console.print("CPU per call ...")
+    shapes = [("SQLite", 1)] + ([("PostgreSQL", 2)] if pg else [])
+    runs = {
+        f"{count} tool process{'es' if count > 1 else ''}, {database}": partial(
+            cpu.tool_processes_cpu_us, database, count, n(4_000)
+        )
+        for database, count in shapes
+    }
+    runs["FastStream alone, 2 processes, no database"] = partial(cpu.faststream_cpu_us, 2, n(4_000))
+    figures = []
+    for shape, once in runs.items():
+        readings = [await once() for _ in range(RUNS)]
+        figures += [
+            Figure(f"cpu per call: {part}, {shape}", "us", [r[part] for r in readings])
+            for part in readings[0]
+        ]
     return figures
 
 

@@ -103,6 +103,17 @@ async def faststream_configured_processes_rate(
     """Calls/s of the same no-op served by ``processes`` processes of their own
     (`bench.faststream_worker`) sharing one consumer: the floor of as many tool processes.
     Every process must have handled some of the calls."""
+    async with faststream_workers(server, processes) as (prefix, _):
+        return await drive_noop(server, prefix, count)
+
+
+@asynccontextmanager
+async def faststream_workers(
+    server: EmbeddedNats, processes: int
+) -> AsyncIterator[tuple[str, list[int]]]:
+    """``processes`` workers of `bench.faststream_worker`, each pulling from the shared
+    consumer before the block starts; yields the calls' subject prefix and their pids.
+    On the way out they are stopped, and each must have handled some of the calls."""
     prefix = f"fp{uuid.uuid4().hex[:8]}"
     nc = await nats.connect(server.url)
     workers: list[asyncio.subprocess.Process] = []
@@ -122,14 +133,13 @@ async def faststream_configured_processes_rate(
                 raise RuntimeError(f"a FastStream worker did not start (exit {worker.returncode})")
         ready = functools.partial(pulling, js, noop_stream(prefix), "bench", processes)
         await poll(ready, f"{processes} pull requests")
-        per_s = await drive_noop(server, prefix, count)
+        yield prefix, [worker.pid for worker in workers]
     finally:
         await stop_processes(workers)
         await nc.close()
     handled = [await _handled(worker) for worker in workers]
     if 0 in handled:
         raise RuntimeError(f"a FastStream worker took no calls (calls per worker: {handled})")
-    return per_s
 
 
 async def _handled(worker: asyncio.subprocess.Process) -> int:
