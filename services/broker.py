@@ -15,12 +15,12 @@ from typing import Any
 
 import structlog
 from faststream.nats import NatsBroker
-from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from faststream.nats.security import NatsNKey
 from prometheus_client import CollectorRegistry
 
 from services.settings import Settings
+from services.trace_context import consume_tracing
 
 log = structlog.get_logger("ballast.broker")
 
@@ -98,7 +98,7 @@ def make_broker(
         apply_types=False,
         graceful_timeout=graceful_timeout_s,
         middlewares=(
-            NatsTelemetryMiddleware(),  # a span per message, continuing its traceparent
+            consume_tracing(),  # a span per message when tracing is on, else its trace context
             NatsPrometheusMiddleware(registry=registry, app_name=name),
         ),
         # FastStream's per-message log lines cost ~30% of throughput; keep them at DEBUG

@@ -1,7 +1,8 @@
 """OpenTelemetry: one trace per task across services, a span per message and per step.
 
-FastStream's telemetry middleware opens a span for every consumed message,
-continuing the trace found in its ``traceparent`` header. Every message a
+With tracing on, FastStream's telemetry middleware opens a span for every consumed
+message, continuing the trace found in its ``traceparent`` header; with it off, that
+header alone becomes the current trace context (`services.trace_context`). Every message a
 service writes to its outbox carries the ``traceparent`` of the span that wrote
 it (see `outbox.UnitOfWork.publish`), so an agent's run, the tool calls it makes
 and the child tasks it delegates are one trace. Each ``ctx`` step is a span of

@@ -1,0 +1,78 @@
+"""A service whose tracing is off still carries its callers' traces on (services.trace_context)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import nats
+from nats.aio.msg import Msg
+
+from contracts import Header
+from contracts.subjects import Stream, result_subject, tool_service, tool_subject
+from contracts.wire import new_id
+from outbox import sqlite_url
+from services.embedded import EmbeddedNats
+from services.identity import sign_principal
+from tests.helpers import TEST_KEY, eventually
+from tests.services.callers import allow, caller_call
+from tests.services.test_crashes import ROOT, Service, consumer_ready, service_env
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+SPAN_ID = "00f067aa0ba902b7"
+
+
+async def test_a_service_without_tracing_continues_the_callers_trace(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    """The call's traceparent is the one its result carries: the tool service, a process
+    with no tracer provider, made no span of its own and lost no trace."""
+    env = service_env(nats_server.url, sqlite_url(tmp_path / "tool.db"), tmp_path / "data")
+    tool = Service("tests.procs.trace_app:shout", env, tmp_path / "tool.log")
+    await tool.start()
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        ready = lambda: consumer_ready(js, Stream.TOOLS, tool_service("shout"))  # noqa: E731
+        await eventually(ready, timeout_s=30, what="the tool's consumer")
+        call = caller_call("shout", call_id=f"{new_id()}:1")
+        results: asyncio.Queue[Msg] = asyncio.Queue()
+        await nc.subscribe(result_subject(call.agent, call.task_id), cb=results.put)
+        await allow(js, call.agent, call.tool)
+        traceparent = f"00-{TRACE_ID}-{SPAN_ID}-01"
+        await js.publish(
+            tool_subject(call.tool),
+            call.model_dump_json().encode(),
+            headers={
+                Header.MSG_ID: call.call_id,
+                Header.PRINCIPAL: sign_principal(call.principal, TEST_KEY),
+                "traceparent": traceparent,
+            },
+        )
+        result = await asyncio.wait_for(results.get(), 30)
+    finally:
+        await nc.close()
+        await tool.stop()
+    assert b'"HI"' in result.data
+    assert (result.headers or {}).get("traceparent") == traceparent
+
+
+def test_spans_are_made_only_once_a_tracer_provider_is_installed() -> None:
+    """Without a provider a broker gets the trace context alone; with one, FastStream's
+    telemetry middleware (a fresh interpreter: this process may have a provider already)."""
+    script = (
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from faststream.nats.opentelemetry import NatsTelemetryMiddleware\n"
+        "from services.trace_context import TraceContextMiddleware, consume_tracing\n"
+        "before = consume_tracing()\n"
+        "trace.set_tracer_provider(TracerProvider())\n"
+        "after = consume_tracing()\n"
+        "print(before is TraceContextMiddleware, isinstance(after, NatsTelemetryMiddleware))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["True", "True"]
