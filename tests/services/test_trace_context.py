@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import nats
@@ -35,7 +36,7 @@ async def test_a_service_without_tracing_continues_the_callers_trace(
     nc = await nats.connect(nats_server.url)
     try:
         js = nc.jetstream()
-        ready = lambda: consumer_ready(js, Stream.TOOLS, tool_service("shout"))  # noqa: E731
+        ready = partial(consumer_ready, js, Stream.TOOLS, tool_service("shout"))
         await eventually(ready, timeout_s=30, what="the tool's consumer")
         call = caller_call("shout", call_id=f"{new_id()}:1")
         results: asyncio.Queue[Msg] = asyncio.Queue()
