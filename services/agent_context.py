@@ -55,6 +55,7 @@ from services.errors import (
     DelegationError,
     HandlerError,
     ModelError,
+    RunOvertakenError,
     RunSuspended,
     SessionEndedError,
     StepFailedError,
@@ -657,11 +658,22 @@ class AgentContext:
     # ------------------------------------------------------------------ journal and budget
 
     async def _reserve_alone(self, step: Step, amounts: Usage) -> None:
-        """Reserve before local work (a model call, a step); skipped when nothing is capped."""
+        """Reserve before local work (a model call, a step); skipped when nothing is capped.
+
+        Raises `RunOvertakenError` if another delivery of this run has recorded the step
+        meanwhile: that record settled the step's reservation, so one made now would never
+        be settled (recording the step again fails), and the step would run twice.
+        """
         if not self.budget.caps:
             return
         try:
             async with UnitOfWork(self._rt.db) as uow:
+                recorded = await uow.session.get(JournalEntry, (self.task.task_id, step.seq))
+                if recorded is not None:
+                    raise RunOvertakenError(
+                        f"step {step.seq} of task {self.task.task_id} was recorded by another "
+                        "delivery of this run; retried, this delivery replays it"
+                    )
                 await self.budget.reserve(uow, self.key(step.seq), amounts)
         except BudgetExceededError as exc:
             await self._refuse(step, exc)

@@ -73,6 +73,12 @@ class HandlerError(BallastError):
         self.retryable = retryable
 
 
+class RunOvertakenError(BallastError):
+    """Another delivery of the same run recorded a step first (this one's claim lapsed under
+    load and the broker redelivered the task). This delivery stops before doing the step
+    again, and its retry replays the journal. Retryable, like any exception not listed."""
+
+
 class InvalidMessageError(BallastError):
     """A message that cannot be processed as it is: not JSON, wrong schema, wrong subject."""
 

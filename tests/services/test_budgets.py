@@ -14,11 +14,13 @@ from contracts import BudgetExceeded, BudgetLimits, ErrorCode, Principal, TaskRe
 from contracts.subjects import Stream, event_subject
 from outbox import UnitOfWork
 from outbox.budget_ledger import spend
+from outbox.journal import StepStatus, record_step
 from services.agent_context import AgentContext
 from services.app import Ballast
 from services.budgets import BudgetPolicy
 from services.embedded import EmbeddedNats
-from services.llm import ChatMessage, ModelToolCall, ScriptedModel, ToolDefinition
+from services.llm import ChatMessage, ChatReply, ModelToolCall, ScriptedModel, ToolDefinition, Usage
+from services.steps import StepKind, completed
 from services.stream_reader import stored_messages
 from services.tools import ToolContext
 from tests.helpers import PRINCIPAL, unique
@@ -37,9 +39,61 @@ def _answer(
 
 
 MODEL = ScriptedModel("scripted-triage", _answer)  # priced in the built-in table
+NO_TOKENS = Usage(input_tokens=0, output_tokens=0)
 
 
 class TestConcurrentRuns:
+    async def test_a_step_another_delivery_recorded_is_neither_reserved_nor_run_again(
+        self, hosts: Hosts, nats_server: EmbeddedNats
+    ) -> None:
+        """While a delivery runs, another delivery of the same task records its model step
+        (as when a claim lapses under load and the broker redelivers). The first one stops
+        before reserving budget or calling the model, and its retry replays the recorded
+        step: the model is never asked, and nothing stays reserved on the ledger."""
+        asked: list[str] = []
+
+        def answer(
+            messages: Sequence[ChatMessage], tools: Sequence[ToolDefinition]
+        ) -> str | list[ModelToolCall]:
+            asked.append("asked")
+            return "asked"
+
+        app = Ballast("t")
+        agent = unique("agent")
+        overtaken: list[str] = []
+
+        @app.agent(
+            agent,
+            model=ScriptedModel(MODEL.name, answer),
+            budget=BudgetPolicy(per_user_day=BudgetLimits(cost_usd=Decimal("1"))),
+            max_tokens=16,
+        )
+        async def run(ctx: AgentContext, task: TaskRequest) -> JsonValue:
+            if not overtaken:  # the other delivery records step 1 while this one runs
+                overtaken.append(task.task_id)
+                reply = ChatReply(model=MODEL.name, content="recorded", usage=NO_TOKENS)
+                async with UnitOfWork(host.db) as uow:
+                    record_step(
+                        uow, task_id=task.task_id, seq=1, kind=StepKind.LLM.value,
+                        name=MODEL.name, request={}, status=StepStatus.COMPLETED,
+                        outcome=completed(reply.model_dump(mode="json")),
+                    )  # fmt: skip
+            return (await ctx.llm([ChatMessage(role="user", content="may I?")])).content
+
+        host = await hosts.start(nats_server, app.specs)
+        client = await hosts.client(nats_server)
+        user = Principal(user_id=unique("user"), tenant="acme")
+        result = await client.run(TaskRequest(agent=agent, principal=user), timeout_s=30)
+
+        assert result.status is TaskStatus.COMPLETED, result.error
+        assert result.output == "recorded"
+        assert overtaken == [result.task_id]
+        assert asked == []
+        day = result.finished_at.date().isoformat()
+        async with UnitOfWork(host.db) as uow:
+            ledger = await spend(uow, f"user_day:acme:{user.user_id}:{day}")
+        assert all(reserved == 0 for _, reserved in ledger.values()), ledger
+
     async def test_fifty_concurrent_tasks_of_one_user_never_spend_past_the_daily_cap(
         self, hosts: Hosts, nats_server: EmbeddedNats
     ) -> None:
