@@ -76,7 +76,8 @@ class HandlerError(BallastError):
 class RunOvertakenError(BallastError):
     """Another delivery of the same run recorded a step first (this one's claim lapsed under
     load and the broker redelivered the task). This delivery stops before doing the step
-    again, and its retry replays the journal. Retryable, like any exception not listed."""
+    again, and its retry replays the journal. Retryable: `describe_failure` lists it under
+    no rule of its own."""
 
 
 class InvalidMessageError(BallastError):

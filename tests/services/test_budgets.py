@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 from functools import partial
 
@@ -12,7 +13,7 @@ from pydantic import BaseModel, JsonValue
 from bulkheads import PoolConfig
 from contracts import BudgetExceeded, BudgetLimits, ErrorCode, Principal, TaskRequest, TaskStatus
 from contracts.subjects import Stream, event_subject
-from outbox import UnitOfWork
+from outbox import Database, UnitOfWork
 from outbox.budget_ledger import spend
 from outbox.journal import StepStatus, record_step
 from services.agent_context import AgentContext
@@ -40,6 +41,15 @@ def _answer(
 
 MODEL = ScriptedModel("scripted-triage", _answer)  # priced in the built-in table
 NO_TOKENS = Usage(input_tokens=0, output_tokens=0)
+
+
+async def user_day_ledger(
+    db: Database, user: Principal, at: datetime
+) -> dict[str, tuple[int, int]]:
+    """The ledger of ``user``'s day (tenant acme) that ``at`` falls in: (spent, reserved)
+    per metric."""
+    async with UnitOfWork(db) as uow:
+        return await spend(uow, f"user_day:acme:{user.user_id}:{at.date().isoformat()}")
 
 
 class TestConcurrentRuns:
@@ -89,9 +99,7 @@ class TestConcurrentRuns:
         assert result.output == "recorded"
         assert overtaken == [result.task_id]
         assert asked == []
-        day = result.finished_at.date().isoformat()
-        async with UnitOfWork(host.db) as uow:
-            ledger = await spend(uow, f"user_day:acme:{user.user_id}:{day}")
+        ledger = await user_day_ledger(host.db, user, result.finished_at)
         assert all(reserved == 0 for _, reserved in ledger.values()), ledger
 
     async def test_fifty_concurrent_tasks_of_one_user_never_spend_past_the_daily_cap(
@@ -137,9 +145,7 @@ class TestConcurrentRuns:
         assert refused > 0, "the caps must actually bite for this test to mean anything"
         assert await widget_count(host.db) == completed <= 20
 
-        day = results[0].finished_at.date().isoformat()
-        async with UnitOfWork(host.db) as uow:
-            ledger = await spend(uow, f"user_day:acme:{user.user_id}:{day}")
+        ledger = await user_day_ledger(host.db, user, results[0].finished_at)
         assert ledger["tool_calls"][0] == completed
         assert ledger["cost_usd"][0] <= 2000  # micro-dollars
         assert all(reserved == 0 for _, reserved in ledger.values()), ledger
