@@ -49,6 +49,18 @@ class Sqlite3Statements:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._cursor = connection.cursor()
 
+    def close(self) -> None:
+        """Let go of the last statement now, on this thread.
+
+        A statement that failed (a row clashing) stays with its cursor, and the error
+        raised keeps the cursor alive. Whichever thread frees it later (the garbage
+        collector, often on the event loop's thread) must first take the connection's
+        lock, which the writer's thread holds for as long as it waits for SQLite's write
+        lock: up to the busy timeout, a stop of the whole process if that write lock is
+        held by work that needs the loop.
+        """
+        self._cursor.close()
+
     def claim(self, requests: Sequence[ClaimRequest], now: datetime) -> dict[tuple[str, str], str]:
         sql, arguments = compiled_for(upsert_claims(is_sqlite=True), _DIALECT)
         holders = {}

@@ -108,8 +108,9 @@ def _write(connection: sqlite3.Connection, units: Sequence[StagedWrites]) -> Wri
     sqlite3's errors are raised as SQLAlchemy's, which group commit tells apart (a row
     of one unit that clashes, or the database failing).
     """
+    statements = Sqlite3Statements(connection)
     try:
-        written = write_staged(Sqlite3Statements(connection), units)
+        written = write_staged(statements, units)
         connection.execute("COMMIT")
     except sqlite3.IntegrityError as exc:
         _rollback(connection)
@@ -120,6 +121,8 @@ def _write(connection: sqlite3.Connection, units: Sequence[StagedWrites]) -> Wri
     except BaseException:
         _rollback(connection)
         raise
+    finally:
+        statements.close()  # the error raised keeps them: see Sqlite3Statements.close
     return written
 
 

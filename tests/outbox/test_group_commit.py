@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import sqlite3
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -165,6 +168,37 @@ class TestSharedTransactions:
             other.close()
             await db.dispose()
 
+    async def test_a_failed_write_leaves_nothing_for_the_loop_to_wait_for(
+        self, tmp_path: Path
+    ) -> None:
+        """A shared transaction that failed (an input processed twice) must not leave a
+        statement to its error. The error lives on with whoever waited for the unit, and
+        whichever thread frees it must first take the writer connection's lock, which
+        the writer's thread holds while it waits for SQLite's write lock. Freed on the
+        loop's thread meanwhile, the loop would stop until the busy timeout failed that
+        wait: so the write here, which only waits for a lock held elsewhere, would fail."""
+        path = tmp_path / "failed.db"
+        await migrate(sqlite_url(path))
+        writer = SqliteWriter(str(path), busy_timeout_s=2, configure=configure_sqlite_connection)
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            await writer([_processing("twice")])
+            with pytest.raises(AlreadyProcessedError) as failed:
+                await writer([_processing("twice")])
+            other.execute("BEGIN IMMEDIATE")
+            waiting = asyncio.create_task(writer([_processing("a"), _processing("b")]))
+            await eventually(_writer_waits_for_lock, timeout_s=5, what="the writer to wait")
+            del failed
+            gc.collect()  # frees the error on this thread, the loop's
+            other.execute("ROLLBACK")
+            await waiting
+        finally:
+            other.close()
+            await writer.dispose()
+        with contextlib.closing(sqlite3.connect(path)) as check:
+            keys = {row[0] for row in check.execute("SELECT key FROM ballast_inbox")}
+        assert keys == {"twice", "a", "b"}
+
     async def test_only_one_awaited_unit_is_written_on_the_loops_thread(
         self, tmp_path: Path
     ) -> None:
@@ -198,6 +232,22 @@ class TestSharedTransactions:
 
 def _ending(key: str, *, deferred: bool = False) -> StagedWrites:
     return StagedWrites(ended_claims=[("consumer", key)], deferred=deferred)
+
+
+def _processing(key: str) -> StagedWrites:
+    return StagedWrites(
+        inbox=[{"consumer": "consumer", "key": key, "processed_at": utc_now(), "result": None}]
+    )
+
+
+async def _writer_waits_for_lock() -> bool:
+    """Whether the SQLite writer's thread is in BEGIN IMMEDIATE (waiting for the lock)."""
+    threads = {t.ident: t.name for t in threading.enumerate()}
+    return any(
+        threads.get(ident, "").startswith("ballast-sqlite-writer")
+        and frame.f_code.co_name == "_begin_and_write"
+        for ident, frame in sys._current_frames().items()
+    )
 
 
 class TestDeferredWrites:
