@@ -45,8 +45,10 @@ async def publish_call(
     message_id: str | None = None,
     principal_token: str | None = None,
     declare: bool = True,
+    headers: dict[str, str] | None = None,
 ) -> None:
-    """Publish ``call`` signed with the test key (or with ``principal_token``)."""
+    """Publish ``call`` signed with the test key (or with ``principal_token``), with
+    ``headers`` added (a ``traceparent``, say)."""
     if declare:
         await allow(js, call.agent, call.tool)
     await js.publish(
@@ -55,5 +57,6 @@ async def publish_call(
         headers={
             Header.MSG_ID: message_id or call.call_id,
             Header.PRINCIPAL: principal_token or sign_principal(call.principal, TEST_KEY),
+            **(headers or {}),
         },
     )

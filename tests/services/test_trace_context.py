@@ -11,14 +11,12 @@ from pathlib import Path
 import nats
 from nats.aio.msg import Msg
 
-from contracts import Header
-from contracts.subjects import Stream, result_subject, tool_service, tool_subject
+from contracts.subjects import Stream, result_subject, tool_service
 from contracts.wire import new_id
 from outbox import sqlite_url
 from services.embedded import EmbeddedNats
-from services.identity import sign_principal
-from tests.helpers import TEST_KEY, eventually
-from tests.services.callers import allow, caller_call
+from tests.helpers import eventually
+from tests.services.callers import caller_call, publish_call
 from tests.services.test_crashes import ROOT, Service, consumer_ready, service_env
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -41,17 +39,8 @@ async def test_a_service_without_tracing_continues_the_callers_trace(
         call = caller_call("shout", call_id=f"{new_id()}:1")
         results: asyncio.Queue[Msg] = asyncio.Queue()
         await nc.subscribe(result_subject(call.agent, call.task_id), cb=results.put)
-        await allow(js, call.agent, call.tool)
         traceparent = f"00-{TRACE_ID}-{SPAN_ID}-01"
-        await js.publish(
-            tool_subject(call.tool),
-            call.model_dump_json().encode(),
-            headers={
-                Header.MSG_ID: call.call_id,
-                Header.PRINCIPAL: sign_principal(call.principal, TEST_KEY),
-                "traceparent": traceparent,
-            },
-        )
+        await publish_call(js, call, headers={"traceparent": traceparent})
         result = await asyncio.wait_for(results.get(), 30)
     finally:
         await nc.close()
