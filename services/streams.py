@@ -82,7 +82,8 @@ async def while_electing(
 
     A cluster that has just started (or lost a node) answers with timeouts or
     "unavailable" until it has elected its leaders: the meta leader for streams,
-    then one leader per stream, bucket and consumer. Its leader may also count a
+    then one leader per stream, bucket and consumer; a write to a bucket created a
+    moment ago finds no responder until the bucket's leader is elected. Its leader may also count a
     server that has just joined as offline for a moment, and refuse to place
     replicas on it. Replicas starting together meet this on every declaration, so
     each one at start-up goes through here; ``call`` must be safe to repeat.
@@ -101,7 +102,11 @@ async def while_electing(
                     f"{ready_s:g} s ({exc.description}); start the missing servers, or "
                     "lower BALLAST_STREAM_REPLICAS to the number of servers"
                 ) from exc
-        except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError) as exc:
+        except (
+            nats.errors.TimeoutError,
+            nats.js.errors.ServiceUnavailableError,
+            nats.js.errors.NoStreamResponseError,
+        ) as exc:
             if asyncio.get_running_loop().time() > deadline:
                 raise BrokerError(
                     f"JetStream did not answer within {ready_s:g} s; is it "

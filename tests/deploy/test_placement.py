@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
+import nats.js.errors
 import pytest
 from nats.js import JetStreamContext
 
@@ -79,3 +80,17 @@ async def test_a_missing_node_ends_the_wait_with_what_to_change(
     _, js = two_of_three
     with pytest.raises(BrokerError, match="BALLAST_STREAM_REPLICAS"):
         await _declare(js, ready_s=2)
+
+
+async def test_a_write_that_finds_no_responder_yet_is_tried_again() -> None:
+    """A bucket created a moment ago has no leader yet, and a write to it finds no
+    responder (seen starting services on a fresh cluster): it is tried again."""
+    attempts: list[int] = []
+
+    async def put() -> None:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise nats.js.errors.NoStreamResponseError
+
+    await while_electing(put, ready_s=10)
+    assert len(attempts) == 3
