@@ -10,12 +10,13 @@ from contracts.breaker import BreakerChanged, BreakerState
 from contracts.budget import BudgetExceeded, BudgetLimits, BudgetMetric, BudgetScope
 from contracts.dead_letter import DeadLetter
 from contracts.errors import ContractError, ErrorCode, ErrorInfo, InvalidNameError
+from contracts.ids import new_id
 from contracts.principal import Principal
 from contracts.subjects import STREAM_SUBJECTS, Header, Stream
 from contracts.tasks import Compensation, ParentRef, TaskRequest, TaskResult, TaskStatus
 from contracts.tools import ToolCall, ToolResult, ToolStatus
 from contracts.trust import SENSITIVE, Provenance, Sensitivity
-from contracts.wire import SCHEMA_VERSION, WireModel, new_id, utc_now
+from contracts.wire import SCHEMA_VERSION, WireModel, utc_now
 
 __all__ = [
     "SCHEMA_VERSION",

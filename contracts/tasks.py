@@ -9,9 +9,10 @@ from pydantic import Field, JsonValue, model_validator
 
 from contracts.budget import BudgetLimits
 from contracts.errors import ErrorInfo
+from contracts.ids import new_id
 from contracts.principal import Principal
 from contracts.trust import Provenance
-from contracts.wire import MessageId, Name, TaskId, UtcDateTime, WireModel, new_id, utc_now
+from contracts.wire import MessageId, Name, TaskId, UtcDateTime, WireModel, utc_now
 
 
 class ParentRef(WireModel):

@@ -8,7 +8,6 @@ Times are always timezone-aware and normalised to UTC; ids are plain strings.
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal
 
@@ -30,11 +29,6 @@ MESSAGE_ID_PATTERN = r"^[A-Za-z0-9_:.-]{1,200}$"
 def utc_now() -> datetime:
     """The current time, timezone-aware, in UTC."""
     return datetime.now(UTC)
-
-
-def new_id() -> str:
-    """A fresh random id (32 hex characters), valid as task id and message id."""
-    return uuid.uuid4().hex
 
 
 def _to_utc(value: datetime) -> datetime:

@@ -18,7 +18,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel, select
 
-from contracts.wire import new_id, utc_now
+from contracts.ids import new_id
+from contracts.wire import utc_now
 from outbox.database import Database
 from outbox.errors import AlreadyProcessedError, DatabaseError
 from outbox.sqlalchemy_statements import write

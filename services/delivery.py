@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from pydantic import BaseModel, ValidationError
 from bulkheads import RetryPolicy, WorkerPool
 from contracts.dead_letter import DeadLetter
 from contracts.errors import ErrorCode, ErrorInfo
+from contracts.ids import new_id
 from contracts.subjects import Header, dlq_subject
 from contracts.wire import utc_now
 from outbox import AlreadyProcessedError, Database, OutboxError, UnitOfWork, record_failure
@@ -182,7 +182,7 @@ class Consumer(ABC, Generic[M]):
         except (InvalidMessageError, ValidationError) as exc:
             await self._give_up(msg, delivery, None, describe_failure(exc), utc_now())
             return
-        owner = uuid.uuid4().hex
+        owner = new_id()
         # Long runs (an agent waiting for its tools) must not look dead to the broker.
         keep_alive = asyncio.create_task(self._report_progress(msg, self.key(message), owner))
         try:

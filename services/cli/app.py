@@ -9,10 +9,10 @@ from typing import Annotated
 import typer
 from pydantic import JsonValue
 
+from contracts.ids import new_id
 from contracts.principal import Principal
 from contracts.schema_export import SCHEMA_DIR, export_schemas, stale_schemas
 from contracts.tasks import TaskRequest, TaskStatus
-from contracts.wire import new_id
 from services.cli import approvals, db, dlq, docs, keys, memory, observe
 from services.cli.common import (
     client_for,

@@ -11,8 +11,8 @@ from pathlib import Path
 import nats
 from nats.aio.msg import Msg
 
+from contracts.ids import new_id
 from contracts.subjects import Stream, result_subject, tool_service
-from contracts.wire import new_id
 from outbox import sqlite_url
 from services.embedded import EmbeddedNats
 from tests.helpers import eventually
