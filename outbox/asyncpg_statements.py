@@ -43,7 +43,7 @@ ON CONFLICT (consumer, key) DO UPDATE
 SET owner = excluded.owner, expires_at = excluded.expires_at
 WHERE ballast_claim.expires_at < $5
 RETURNING consumer, key, owner"""
-_PROCESSED = """
+PROCESSED_SQL = """
 SELECT consumer, key, result FROM ballast_inbox
 WHERE (consumer, key) IN (SELECT * FROM unnest($1::varchar[], $2::varchar[]))"""
 
@@ -165,7 +165,7 @@ class AsyncpgStatements:
 
     def processed(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes | None]:
         consumers, names = _columns(keys)
-        rows = await_only(self._conn.fetch(_PROCESSED, consumers, names))
+        rows = await_only(self._conn.fetch(PROCESSED_SQL, consumers, names))
         return {(row["consumer"], row["key"]): row["result"] for row in rows}
 
     def end_claims(self, keys: Sequence[tuple[str, str]]) -> None:

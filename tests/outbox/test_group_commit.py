@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import sqlite3
 import sys
 import threading
@@ -32,8 +33,8 @@ from outbox import (
 )
 from outbox.admission import Admission, ClaimRequest, admit_all
 from outbox.asyncpg_one_statement import fits_one_statement, write_in_one_statement
-from outbox.asyncpg_statements import AsyncpgStatements
-from outbox.asyncpg_writer import AsyncpgWriter, asyncpg_dsn
+from outbox.asyncpg_statements import PROCESSED_SQL, AsyncpgStatements, Parameters, end_claims_sql
+from outbox.asyncpg_writer import AsyncpgWriter, asyncpg_dsn, writer_connection
 from outbox.claims import admit
 from outbox.database import configure_sqlite_connection
 from outbox.journal import StepStatus, finish_step, load_journal, record_step
@@ -391,6 +392,48 @@ class TestAdmission:
 
 
 if POSTGRES_URL:
+
+    class TestWriterPlans:
+        async def test_inbox_reads_and_ends_of_claims_go_through_the_keys_on_new_tables(
+            self,
+        ) -> None:
+            """On a new database the tables are nearly empty and never analyzed, and the
+            plan PostgreSQL keeps for a prepared statement (the generic one, after five
+            runs) scans the whole table: the writer's connection has the admission's inbox
+            read and the end of claims go through the primary key even so."""
+            async with fresh_postgres_database() as url:
+                db = Database(url)
+                await upgrade(db)
+                connection = await writer_connection(asyncpg_dsn(db.url))
+                try:
+                    await connection.execute("SET plan_cache_mode = force_generic_plan")
+                    keys = [("tool-x", f"call-{n}") for n in range(64)]
+                    inbox = await _plan(
+                        connection,
+                        PROCESSED_SQL,
+                        [consumer for consumer, _ in keys],
+                        [key for _, key in keys],
+                    )
+                    p = Parameters()
+                    claims = await _plan(connection, end_claims_sql(p, keys), *p.values)
+                finally:
+                    await connection.close()
+                    await db.dispose()
+            assert _scans(inbox, "ballast_inbox") == {"Index Scan"}, inbox
+            assert _scans(claims, "ballast_claim") == {"Index Scan"}, claims
+
+    async def _plan(connection: asyncpg.Connection, sql: str, *args: Any) -> dict[str, Any]:
+        shown = await connection.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args)
+        plan: dict[str, Any] = json.loads(shown)[0]["Plan"]
+        return plan
+
+    def _scans(plan: dict[str, Any], table: str) -> set[str]:
+        """The kinds of scan of ``table`` anywhere in ``plan``."""
+        kind = plan["Node Type"]
+        found = {kind} if kind.endswith("Scan") and plan.get("Relation Name") == table else set()
+        for child in plan.get("Plans", []):
+            found |= _scans(child, table)
+        return found
 
     class TestAdmissionThroughAsyncpg:
         async def test_a_worker_that_finishes_during_admission_is_seen(self) -> None:
