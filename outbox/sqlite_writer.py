@@ -36,6 +36,9 @@ from sqlalchemy import exc as sa_exc
 from outbox.sqlite3_statements import Sqlite3Statements
 from outbox.staged_writes import StagedWrites, Written, write_staged
 
+WRITER_THREAD = "ballast-sqlite-writer"
+"""The name (prefix) of the writer's thread, as thread dumps and profiles show it."""
+
 
 class SqliteWriter:
     """Shared transactions on the SQLite file at ``path``.
@@ -52,7 +55,7 @@ class SqliteWriter:
         self._busy_timeout_s = busy_timeout_s
         self._configure = configure
         self._connection: sqlite3.Connection | None = None
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ballast-sqlite-writer")
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=WRITER_THREAD)
 
     async def __call__(self, units: Sequence[StagedWrites]) -> Written:
         loop = asyncio.get_running_loop()

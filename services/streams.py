@@ -83,9 +83,9 @@ async def while_electing(
     A cluster that has just started (or lost a node) answers with timeouts or
     "unavailable" until it has elected its leaders: the meta leader for streams,
     then one leader per stream, bucket and consumer; a write to a bucket created a
-    moment ago finds no responder until the bucket's leader is elected. Its leader may also count a
-    server that has just joined as offline for a moment, and refuse to place
-    replicas on it. Replicas starting together meet this on every declaration, so
+    moment ago finds no responder until the bucket's leader is elected. The meta
+    leader may also count a server that has just joined as offline for a moment, and
+    refuse to place replicas on it. Replicas starting together meet this on every declaration, so
     each one at start-up goes through here; ``call`` must be safe to repeat.
     """
     deadline = asyncio.get_running_loop().time() + ready_s

@@ -41,7 +41,7 @@ from outbox.journal import StepStatus, finish_step, load_journal, record_step
 from outbox.schema import migrate, upgrade
 from outbox.sqlalchemy_statements import SqlAlchemyStatements
 from outbox.sqlite3_statements import Sqlite3Statements
-from outbox.sqlite_writer import SqliteWriter
+from outbox.sqlite_writer import WRITER_THREAD, SqliteWriter
 from outbox.staged_writes import StagedWrites, Statements, write_staged
 from outbox.tables import AuditRecord, Claim, JournalEntry
 from tests.conftest import POSTGRES_URL, fresh_postgres_database
@@ -227,7 +227,7 @@ class TestSharedTransactions:
             await writer.dispose()
         loop_thread = threading.current_thread().name
         assert committed_on[0] == loop_thread
-        assert all(name.startswith("ballast-sqlite-writer") for name in committed_on[1:])
+        assert all(name.startswith(WRITER_THREAD) for name in committed_on[1:])
         assert len(committed_on) == 3
 
 
@@ -245,7 +245,7 @@ async def _writer_waits_for_lock() -> bool:
     """Whether the SQLite writer's thread is in BEGIN IMMEDIATE (waiting for the lock)."""
     threads = {t.ident: t.name for t in threading.enumerate()}
     return any(
-        threads.get(ident, "").startswith("ballast-sqlite-writer")
+        threads.get(ident, "").startswith(WRITER_THREAD)
         and frame.f_code.co_name == "_begin_and_write"
         for ident, frame in sys._current_frames().items()
     )
