@@ -5,19 +5,20 @@ Each transaction is BEGIN IMMEDIATE, the statements (`outbox.sqlite3_statements`
 COMMIT, straight on the connection: through SQLAlchemy's engine, beginning and
 committing cost about 0.3 ms more per transaction.
 
-Where it runs depends on the load:
+Where it runs depends on SQLite's write lock:
 
-- **One unit someone waits for (low load): on the event loop's thread, at once.**
-  Handing a transaction to a thread and back (waking the thread, taking the GIL, waking
-  the loop) cost about 0.35 ms of the 1 ms it took, three times per tool call, and the
-  loop had nothing else to do meanwhile. Deferred writes riding along (an agent's
-  previous step's outcome rides with its next request) do not change that. Only if the
-  write lock is free at once, though: another connection (a unit of work's own session,
-  another process) may hold it, and waiting for it on the loop's thread would stop the
-  very loop that must finish that transaction.
-- **Several awaited units (load), deferred writes alone, or the lock is taken: on a
-  thread of its own.** While SQLite writes and syncs the file, the thread holds no GIL
-  and the loop goes on.
+- **Free at once (nearly always): on the event loop's thread, at once.** On a thread
+  of its own, a transaction waited for the interpreter lock, which the loop's thread
+  holds for its own work: waking the thread took 1.8 ms (median, under load) and a
+  transaction of about 40 units 4-5 ms, of which the thread spent 2-3 ms on the CPU.
+  The loop meanwhile sat idle a fifth of the time, every call in flight waiting for
+  its commit. On the loop's thread a transaction takes only its own time; the loop
+  stops for it, COMMIT's file sync included (once per transaction, however many units
+  it carries), which costs less than the hand-offs did (bench/README.md, "What
+  changed the figures").
+- **Taken by another connection (a unit of work's own session, another process): on
+  a thread of its own.** Waiting for that lock on the loop's thread would stop the very
+  loop that must finish the transaction holding it.
 
 The connection is used by one transaction at a time (group commit writes one after the
 other), from either thread.
@@ -62,8 +63,7 @@ class SqliteWriter:
         if self._connection is None:  # opened on the thread: it may wait for a lock
             self._connection = await loop.run_in_executor(self._thread, self._connect)
         connection = self._connection
-        awaited = sum(1 for unit in units if not unit.deferred)
-        if awaited == 1 and _begin_unless_locked(connection, self._busy_timeout_s):
+        if _begin_unless_locked(connection, self._busy_timeout_s):
             return _write(connection, units)
         return await loop.run_in_executor(self._thread, _begin_and_write, connection, units)
 
