@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime
@@ -28,6 +29,23 @@ class UtcDateTime(TypeDecorator[datetime]):
         value = value.astimezone(UTC)
         # SQLite compares timestamps as text: store them without an offset, all in UTC.
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], object] | None:
+        """On SQLite, the very text SQLAlchemy's SQLite DATETIME stores, made in one step.
+
+        That type's own processor fills a format string from a dict of seven fields at
+        every value: 4.3 us, against 1.8 us for `datetime.isoformat`, and a durable tool
+        call binds about ten timestamps, on the event loop's thread (the test compares
+        the texts). Elsewhere, SQLAlchemy's processing as usual.
+        """
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: datetime | None) -> str | None:
+            utc = self.process_bind_param(value, dialect)
+            return None if utc is None else utc.isoformat(" ", "microseconds")
+
+        return process
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
