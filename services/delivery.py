@@ -44,6 +44,7 @@ from outbox import AlreadyProcessedError, Database, OutboxError, UnitOfWork, rec
 from outbox.claims import admit, release, renew
 from services.errors import DeadlineExceededError, InvalidMessageError, TooLargeError
 from services.failure_info import describe_failure
+from services.keep_alive import KeepAlive
 from services.metrics import Metrics
 from services.redaction import Redactor
 from services.specs import ServiceSpec
@@ -184,7 +185,10 @@ class Consumer(ABC, Generic[M]):
             return
         owner = new_id()
         # Long runs (an agent waiting for its tools) must not look dead to the broker.
-        keep_alive = asyncio.create_task(self._report_progress(msg, self.key(message), owner))
+        key = self.key(message)
+        keep_alive = KeepAlive(
+            max(0.2, self.ack_wait_s / 3), lambda: self._report_progress(msg, key, owner)
+        )
         try:
             await self._run(msg, delivery, message, owner)
         except asyncio.CancelledError:
@@ -193,7 +197,7 @@ class Consumer(ABC, Generic[M]):
             # FastStream cancels through an anyio cancel scope, which cancels every
             # later await too; only a shielded scope lets the hand-back complete.
             with anyio.CancelScope(shield=True):
-                await self._hand_back(msg, self.key(message), owner)
+                await self._hand_back(msg, key, owner)
             raise
         finally:
             keep_alive.cancel()
@@ -259,16 +263,13 @@ class Consumer(ABC, Generic[M]):
         await self.process(message, delivery)
 
     async def _report_progress(self, msg: NatsMessage, key: str, owner: str) -> None:
-        interval = max(0.2, self.ack_wait_s / 3)
-        while True:
-            await asyncio.sleep(interval)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
-            try:
-                async with UnitOfWork(self.db) as uow:
-                    await renew(uow, self.service, key, owner, self.lease)
-            except OutboxError as exc:
-                log.warning("delivery.claim_not_renewed", error=str(exc))
+        with contextlib.suppress(Exception):
+            await msg.in_progress()
+        try:
+            async with UnitOfWork(self.db) as uow:
+                await renew(uow, self.service, key, owner, self.lease)
+        except OutboxError as exc:
+            log.warning("delivery.claim_not_renewed", error=str(exc))
 
     async def _failed(
         self, msg: NatsMessage, delivery: Delivery, message: M, exc: Exception, owner: str
