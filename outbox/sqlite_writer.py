@@ -20,6 +20,12 @@ Where it runs depends on SQLite's write lock:
   a thread of its own.** Waiting for that lock on the loop's thread would stop the very
   loop that must finish the transaction holding it.
 
+A transaction none of whose units must reach the disk (claims alone, deferred writes
+alone: `StagedWrites.must_reach_disk`) commits with synchronous=NORMAL, without the
+file sync: in WAL mode SQLite then appends it to the log in order, and the next
+transaction with synchronous=FULL syncs the log, these frames with it. A power loss
+can lose only the latest of them, never one that a synced commit follows.
+
 The connection is used by one transaction at a time (group commit writes one after the
 other), from either thread.
 """
@@ -56,13 +62,20 @@ class SqliteWriter:
         self._busy_timeout_s = busy_timeout_s
         self._configure = configure
         self._connection: sqlite3.Connection | None = None
+        self._syncs = True
+        """Whether the connection's commits sync the file (synchronous=FULL, as configured)."""
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=WRITER_THREAD)
 
     async def __call__(self, units: Sequence[StagedWrites]) -> Written:
         loop = asyncio.get_running_loop()
         if self._connection is None:  # opened on the thread: it may wait for a lock
             self._connection = await loop.run_in_executor(self._thread, self._connect)
+            self._syncs = True
         connection = self._connection
+        syncs = any(unit.must_reach_disk for unit in units)
+        if syncs is not self._syncs:
+            _set_synchronous(connection, "FULL" if syncs else "NORMAL")
+            self._syncs = syncs
         if _begin_unless_locked(connection, self._busy_timeout_s):
             return _write(connection, units)
         return await loop.run_in_executor(self._thread, _begin_and_write, connection, units)
@@ -83,6 +96,14 @@ class SqliteWriter:
             await asyncio.get_running_loop().run_in_executor(self._thread, self._connection.close)
             self._connection = None
         await asyncio.to_thread(self._thread.shutdown)
+
+
+def _set_synchronous(connection: sqlite3.Connection, level: str) -> None:
+    """Set how commits sync; outside a transaction, where SQLite takes it."""
+    try:
+        connection.execute(f"PRAGMA synchronous={level}")
+    except sqlite3.Error as exc:
+        raise sa_exc.OperationalError("shared transaction", None, exc) from exc
 
 
 def _begin_unless_locked(connection: sqlite3.Connection, busy_timeout_s: float) -> bool:

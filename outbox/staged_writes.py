@@ -81,6 +81,18 @@ class StagedWrites:
         return bool(self.outbox or self.inbox or self.claims)
 
     @property
+    def must_reach_disk(self) -> bool:
+        """Whether the commit must be on disk before it counts (a synced commit).
+
+        Not for claims alone: a claim is a lease among live workers, which a crash of
+        the process or of the database ends anyway (its delivery then runs again, as it
+        would once a surviving claim lapsed). Not for deferred writes: a crash may lose
+        them by design. Both databases write their log in order, so the next synced
+        commit takes these to disk with it; a crash loses at most the latest of them.
+        """
+        return not self.deferred and self._writes_rows
+
+    @property
     def admission_only(self) -> bool:
         """Whether these writes are inputs to admit and nothing else."""
         return bool(self.claims) and not self._writes_rows

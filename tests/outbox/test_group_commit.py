@@ -229,6 +229,45 @@ class TestSharedTransactions:
             await writer.dispose()
         assert committed_on == [threading.current_thread().name] * 3
 
+    async def test_only_what_must_survive_a_crash_syncs_the_file(self, tmp_path: Path) -> None:
+        """Claims alone and deferred writes alone commit without the file sync
+        (synchronous=NORMAL); a transaction with a row that must survive a crash syncs
+        (FULL), taking the earlier ones to disk with it. Every row is written either way."""
+        path = tmp_path / "sync.db"
+        await migrate(sqlite_url(path))
+        level = ["FULL"]  # as configure_sqlite_connection sets it
+        committed_with: list[str] = []
+
+        def note(sql: str) -> None:
+            if sql.startswith("PRAGMA synchronous="):
+                level[0] = sql.removeprefix("PRAGMA synchronous=")
+            elif sql == "COMMIT":
+                committed_with.append(level[0])
+
+        def configure(connection: sqlite3.Connection) -> None:
+            configure_sqlite_connection(connection)
+            connection.set_trace_callback(note)
+
+        writer = SqliteWriter(str(path), busy_timeout_s=5, configure=configure)
+        try:
+            await writer([_claiming("a")])
+            await writer([_processing("a")])
+            await writer([_ending("b", deferred=True), _claiming("c")])
+            await writer([_claiming("d"), _processing("e")])
+            await writer([_processing("f")])
+        finally:
+            await writer.dispose()
+        assert committed_with == ["NORMAL", "FULL", "NORMAL", "FULL", "FULL"]
+        with contextlib.closing(sqlite3.connect(path)) as check:
+            inbox = {row[0] for row in check.execute("SELECT key FROM ballast_inbox")}
+            claims = {row[0] for row in check.execute("SELECT key FROM ballast_claim")}
+        assert (inbox, claims) == ({"a", "e", "f"}, {"c", "d"})
+
+
+def _claiming(key: str) -> StagedWrites:
+    expires_at = utc_now() + timedelta(seconds=30)
+    return StagedWrites(claims=[ClaimRequest("consumer", key, f"owner-{key}", expires_at)])
+
 
 def _ending(key: str, *, deferred: bool = False) -> StagedWrites:
     return StagedWrites(ended_claims=[("consumer", key)], deferred=deferred)
@@ -433,6 +472,52 @@ if POSTGRES_URL:
         for child in plan.get("Plans", []):
             found |= _scans(child, table)
         return found
+
+    class TestUnsyncedCommits:
+        async def test_writes_that_need_no_sync_go_on_a_connection_that_does_not_wait_for_it(
+            self,
+        ) -> None:
+            """Claims alone commit on the writer's second connection, whose commits do not
+            wait for the log's flush; the synced connection sees them at once: the claim a
+            worker took is ended by its result, and the next delivery is answered from the
+            inbox."""
+            async with fresh_postgres_database() as url:
+                db = Database(url)
+                await upgrade(db)
+                dsn = asyncpg_dsn(db.url)
+                check = await asyncpg.connect(dsn)
+                writer = AsyncpgWriter(db.url)
+                try:
+                    [first] = (await writer([_claiming("k")])).admissions
+                    after_claims = await _writer_connections(check)
+                    await writer([_processing("k")])
+                    after_result = await _writer_connections(check)
+                    [again] = (await writer([_claiming("k")])).admissions
+                    claims = await check.fetchval("SELECT count(*) FROM ballast_claim")
+                    modes = [await _synchronous_commit(dsn, synced=s) for s in (True, False)]
+                finally:
+                    await writer.dispose()
+                    await check.close()
+                    await db.dispose()
+            assert modes == ["on", "off"]
+            assert after_claims == {"ballast group commit, unsynced"}
+            assert after_result == {"ballast group commit, unsynced", "ballast group commit"}
+            assert (first.claimed, again.processed, claims) == (True, True, 0)
+
+    async def _writer_connections(check: asyncpg.Connection) -> set[str]:
+        """The names of the writer's open connections."""
+        rows = await check.fetch(
+            "SELECT application_name FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name LIKE 'ballast group%'"
+        )
+        return {row["application_name"] for row in rows}
+
+    async def _synchronous_commit(dsn: str, *, synced: bool) -> str:
+        connection = await writer_connection(dsn, synced=synced)
+        try:
+            return str(await connection.fetchval("SHOW synchronous_commit"))
+        finally:
+            await connection.close()
 
     class TestAdmissionThroughAsyncpg:
         async def test_a_worker_that_finishes_during_admission_is_seen(self) -> None:
