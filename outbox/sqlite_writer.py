@@ -70,7 +70,6 @@ class SqliteWriter:
         loop = asyncio.get_running_loop()
         if self._connection is None:  # opened on the thread: it may wait for a lock
             self._connection = await loop.run_in_executor(self._thread, self._connect)
-            self._syncs = True
         connection = self._connection
         syncs = any(unit.must_reach_disk for unit in units)
         if syncs is not self._syncs:

@@ -118,10 +118,10 @@ class Consumer(ABC, Generic[M]):
         self.retry: RetryPolicy = spec.retry
         self.settings = settings
         self.db = settings.db
-        self.ack_wait_s = settings.ack_wait_s
         # Like the broker's own ack wait: a worker renews its claims with every sign of
         # life it sends, so a claim lapses when, and only when, its worker went quiet.
         self.lease = timedelta(seconds=settings.ack_wait_s)
+        self._progress_interval_s = max(0.2, settings.ack_wait_s / 3)
         # The series of every message, looked up once: a lookup by labels takes a lock.
         self._handler_seconds = settings.metrics.handler_seconds.labels(spec.service)
         self._acked = settings.metrics.messages.labels(spec.service, "acked")
@@ -187,7 +187,7 @@ class Consumer(ABC, Generic[M]):
         # Long runs (an agent waiting for its tools) must not look dead to the broker.
         key = self.key(message)
         keep_alive = KeepAlive(
-            max(0.2, self.ack_wait_s / 3), lambda: self._report_progress(msg, key, owner)
+            self._progress_interval_s, lambda: self._report_progress(msg, key, owner)
         )
         try:
             await self._run(msg, delivery, message, owner)
