@@ -121,7 +121,8 @@ class Consumer(ABC, Generic[M]):
         # Like the broker's own ack wait: a worker renews its claims with every sign of
         # life it sends, so a claim lapses when, and only when, its worker went quiet.
         self.lease = timedelta(seconds=settings.ack_wait_s)
-        self._progress_interval_s = max(0.2, settings.ack_wait_s / 3)
+        # The first report comes within two intervals (services.keep_alive), well in time.
+        self._keep_alive = KeepAlive(settings.ack_wait_s / 3)
         # The series of every message, looked up once: a lookup by labels takes a lock.
         self._handler_seconds = settings.metrics.handler_seconds.labels(spec.service)
         self._acked = settings.metrics.messages.labels(spec.service, "acked")
@@ -186,9 +187,7 @@ class Consumer(ABC, Generic[M]):
         owner = new_id()
         # Long runs (an agent waiting for its tools) must not look dead to the broker.
         key = self.key(message)
-        keep_alive = KeepAlive(
-            self._progress_interval_s, lambda: self._report_progress(msg, key, owner)
-        )
+        watched = self._keep_alive.watch(lambda: self._report_progress(msg, key, owner))
         try:
             await self._run(msg, delivery, message, owner)
         except asyncio.CancelledError:
@@ -200,7 +199,7 @@ class Consumer(ABC, Generic[M]):
                 await self._hand_back(msg, key, owner)
             raise
         finally:
-            keep_alive.cancel()
+            self._keep_alive.stop(watched)
 
     async def _hand_back(self, msg: NatsMessage, key: str, owner: str) -> None:
         """Nak at once and give up the claim; no failure is recorded (nothing failed)."""
