@@ -1,0 +1,58 @@
+"""A delivered message is freed when its delivery ends, not left to the garbage collector.
+
+A message caught in a reference cycle outlives its delivery until a collection finds it:
+under load it is promoted through the collector's generations with its body and headers,
+and each full collection scans them all again.
+"""
+
+from __future__ import annotations
+
+import gc
+
+from faststream.nats.message import NatsMessage
+from pydantic import BaseModel
+
+from contracts.subjects import Stream, tool_service
+from services.app import Ballast
+from services.embedded import EmbeddedNats
+from services.tools import ToolContext
+from tests.helpers import eventually, unique
+from tests.services.callers import caller_call, publish_call
+from tests.services.conftest import Hosts
+
+CALLS = 20
+
+
+class Item(BaseModel):
+    text: str
+
+
+async def test_delivered_messages_leave_no_reference_cycle(
+    own_nats: EmbeddedNats, hosts: Hosts
+) -> None:
+    app = Ballast("t")
+    name = unique("echo")
+
+    @app.tool(name)
+    async def echo(ctx: ToolContext, args: Item) -> str:
+        return args.text
+
+    await hosts.start(own_nats, app.specs)
+    client = await hosts.client(own_nats)
+
+    async def all_acknowledged() -> bool:
+        info = await client.js.consumer_info(Stream.TOOLS.value, tool_service(name))
+        return bool(info.delivered.stream_seq >= CALLS and info.num_ack_pending == 0)
+
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds unreachable stays for a look
+    try:
+        for n in range(CALLS):
+            await publish_call(client.js, caller_call(name, call_id=f"{unique('m')}:{n}"))
+        await eventually(all_acknowledged, what=f"{CALLS} calls acknowledged")
+        gc.collect()
+        in_cycles = sum(isinstance(o, NatsMessage) for o in gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert in_cycles == 0, f"{in_cycles} delivered messages were freed only by the collector"
