@@ -77,6 +77,14 @@ HEALTH_TIMEOUT_S = 2.0
 FETCH_TIMEOUT_S = 1.0
 """How long one pull request stays open at the server before it is asked again."""
 
+YOUNG_GENERATION = 5_000
+"""Net new objects between two collections of the garbage collector's young generation,
+once a host has started (Python's default: 700). A durable call makes about 150 that
+live until it ends: at 700 the collector ran every few calls under load, and every
+tenth run scanned the objects of all calls in flight again (a loaded tool process,
+10,000 calls: 37 us of collection a call, pauses up to 4.6 ms). At 5,000: 12 us a call,
+pauses up to 1.7 ms; at 10,000 no less time and pauses up to 4.6 ms again."""
+
 
 async def _raw_message(msg: NatsMessage) -> NatsMessage:
     # FastStream decoder: hand the handler the message itself; it parses and validates.
@@ -213,6 +221,7 @@ class ServiceHost:
         # long as the process: out of the collector's way, a full collection scans only
         # what came since, instead of pausing every handler for tens of milliseconds.
         gc.freeze()
+        gc.set_threshold(YOUNG_GENERATION, *gc.get_threshold()[1:])
         log.info("host.started", host=self.name, services=[s.service for s in self.specs])
 
     async def _shared(self, js: JetStreamContext) -> _Shared:

@@ -1,8 +1,9 @@
-"""A delivered message is freed when its delivery ends, not left to the garbage collector.
+"""What a service leaves to the garbage collector.
 
 A message caught in a reference cycle outlives its delivery until a collection finds it:
 under load it is promoted through the collector's generations with its body and headers,
-and each full collection scans them all again.
+and their collections scan it again and again. A started host sets the collector up for
+the objects that calls in flight keep alive (services.host.YOUNG_GENERATION).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pydantic import BaseModel
 from contracts.subjects import Stream, tool_service
 from services.app import Ballast
 from services.embedded import EmbeddedNats
+from services.host import YOUNG_GENERATION
 from services.tools import ToolContext
 from tests.helpers import eventually, unique
 from tests.services.callers import caller_call, publish_call
@@ -56,3 +58,23 @@ async def test_delivered_messages_leave_no_reference_cycle(
         gc.set_debug(0)
         gc.garbage.clear()
     assert in_cycles == 0, f"{in_cycles} delivered messages were freed only by the collector"
+
+
+async def test_a_started_host_freezes_what_starting_made_and_collects_young_objects_less_often(
+    own_nats: EmbeddedNats, hosts: Hosts
+) -> None:
+    app = Ballast("t")
+
+    @app.tool(unique("echo"))
+    async def echo(ctx: ToolContext, args: Item) -> str:
+        return args.text
+
+    before = gc.get_threshold()
+    gc.set_threshold(700, *before[1:])  # Python's default, whatever hosts started before
+    gc.unfreeze()
+    try:
+        await hosts.start(own_nats, app.specs)
+        assert gc.get_threshold() == (YOUNG_GENERATION, *before[1:])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.set_threshold(*before)
