@@ -29,9 +29,8 @@ class Item(BaseModel):
     text: str
 
 
-async def test_delivered_messages_leave_no_reference_cycle(
-    own_nats: EmbeddedNats, hosts: Hosts
-) -> None:
+def echo_tool() -> tuple[Ballast, str]:
+    """An app with one tool that answers its text, and the tool's name."""
     app = Ballast("t")
     name = unique("echo")
 
@@ -39,6 +38,13 @@ async def test_delivered_messages_leave_no_reference_cycle(
     async def echo(ctx: ToolContext, args: Item) -> str:
         return args.text
 
+    return app, name
+
+
+async def test_delivered_messages_leave_no_reference_cycle(
+    own_nats: EmbeddedNats, hosts: Hosts
+) -> None:
+    app, name = echo_tool()
     await hosts.start(own_nats, app.specs)
     client = await hosts.client(own_nats)
 
@@ -63,12 +69,7 @@ async def test_delivered_messages_leave_no_reference_cycle(
 async def test_a_started_host_freezes_what_starting_made_and_collects_young_objects_less_often(
     own_nats: EmbeddedNats, hosts: Hosts
 ) -> None:
-    app = Ballast("t")
-
-    @app.tool(unique("echo"))
-    async def echo(ctx: ToolContext, args: Item) -> str:
-        return args.text
-
+    app, _ = echo_tool()
     before = gc.get_threshold()
     gc.set_threshold(700, *before[1:])  # Python's default, whatever hosts started before
     gc.unfreeze()
