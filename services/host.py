@@ -88,6 +88,8 @@ pauses up to 1.7 ms; at 10,000 no less time and pauses up to 4.6 ms again."""
 
 async def _raw_message(msg: NatsMessage) -> NatsMessage:
     # FastStream decoder: hand the handler the message itself; it parses and validates.
+    # FastStream caches this on the message, a cycle the consumer breaks when the
+    # delivery ends (services.delivery).
     return msg
 
 

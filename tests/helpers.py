@@ -11,6 +11,7 @@ from typing import Any
 from nats.js import JetStreamContext
 
 from contracts.principal import Principal
+from contracts.subjects import Stream, tool_service
 from services.identity import SigningKey
 from services.settings import Settings
 
@@ -63,3 +64,10 @@ async def subject_count(js: JetStreamContext, stream: str, subject: str) -> int:
     """Messages stored in ``stream`` on ``subject`` (wildcards allowed)."""
     info = await js.stream_info(stream, subjects_filter=subject)
     return sum((info.state.subjects or {}).values())
+
+
+async def tool_calls_acknowledged(js: JetStreamContext, tool: str, count: int) -> bool:
+    """Whether ``tool``'s consumer has delivered ``count`` stored calls or more and none
+    awaits its acknowledgement (for `eventually`)."""
+    info = await js.consumer_info(Stream.TOOLS.value, tool_service(tool))
+    return bool(info.delivered.stream_seq >= count and info.num_ack_pending == 0)

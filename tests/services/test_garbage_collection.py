@@ -9,16 +9,16 @@ the objects that calls in flight keep alive (services.host.YOUNG_GENERATION).
 from __future__ import annotations
 
 import gc
+from functools import partial
 
 from faststream.nats.message import NatsMessage
 from pydantic import BaseModel
 
-from contracts.subjects import Stream, tool_service
 from services.app import Ballast
 from services.embedded import EmbeddedNats
 from services.host import YOUNG_GENERATION
 from services.tools import ToolContext
-from tests.helpers import eventually, unique
+from tests.helpers import eventually, tool_calls_acknowledged, unique
 from tests.services.callers import caller_call, publish_call
 from tests.services.conftest import Hosts
 
@@ -48,10 +48,7 @@ async def test_delivered_messages_leave_no_reference_cycle(
     await hosts.start(own_nats, app.specs)
     client = await hosts.client(own_nats)
 
-    async def all_acknowledged() -> bool:
-        info = await client.js.consumer_info(Stream.TOOLS.value, tool_service(name))
-        return bool(info.delivered.stream_seq >= CALLS and info.num_ack_pending == 0)
-
+    all_acknowledged = partial(tool_calls_acknowledged, client.js, name, CALLS)
     gc.collect()
     gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds unreachable stays for a look
     try:

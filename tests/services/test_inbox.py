@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 from pydantic import BaseModel
 
@@ -11,7 +12,7 @@ from services.app import Ballast
 from services.embedded import EmbeddedNats
 from services.stream_reader import stored_messages
 from services.tools import ToolContext
-from tests.helpers import eventually, subject_count, unique
+from tests.helpers import eventually, subject_count, tool_calls_acknowledged, unique
 from tests.outbox.conftest import Widget, widget_count
 from tests.services.callers import caller_call, publish_call
 from tests.services.conftest import Hosts
@@ -48,10 +49,7 @@ class TestAfterDedupWindow:
         subject = tool_subject(name)
         assert await subject_count(client.js, Stream.TOOLS.value, subject) == 2
 
-        async def both_consumed() -> bool:
-            info = await client.js.consumer_info(Stream.TOOLS.value, tool_service(name))
-            return bool(info.delivered.stream_seq >= 2 and info.num_ack_pending == 0)
-
+        both_consumed = partial(tool_calls_acknowledged, client.js, name, 2)
         await eventually(both_consumed, what="both copies consumed")
         assert await widget_count(host.db, str(call.args["text"])) == 1
         assert runs == 1
@@ -86,10 +84,7 @@ class TestLongRuns:
         call = caller_call(name, call_id=f"{unique('l')}:1", text="x")
         await publish_call(client.js, call)
 
-        async def acknowledged() -> bool:
-            info = await client.js.consumer_info(Stream.TOOLS.value, tool_service(name))
-            return bool(info.delivered.stream_seq >= 1 and info.num_ack_pending == 0)
-
+        acknowledged = partial(tool_calls_acknowledged, client.js, name, 1)
         await eventually(acknowledged, what="the call acknowledged")
         info = await client.js.consumer_info(Stream.TOOLS.value, tool_service(name))
         assert info.num_redelivered == 0, "the broker redelivered a call that was still running"
