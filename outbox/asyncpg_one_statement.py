@@ -14,8 +14,8 @@ statement of its own, to see a worker that finished in between (`outbox.admissio
 updates are given as statements with parameters, not rows, and would not see a row
 inserted by the same statement. A write with either runs as a transaction of statements
 (`outbox.asyncpg_statements`), except for the deferred outcome of a step that rides
-along with an agent's next request (`GroupCommit.defer`): that update goes on its own
-just before (`outbox.asyncpg_writer`).
+along with an agent's next request (`GroupCommit.defer`): that update goes on its own,
+on the writer's other connection, while the one statement runs (`outbox.asyncpg_writer`).
 """
 
 from __future__ import annotations

@@ -84,7 +84,8 @@ class GroupCommit:
 
         For bookkeeping nobody waits for (the outcome of a step an inbox can answer
         again): it rides along with the transactions that others wait for instead of
-        delaying them, ahead of every unit committed after it here.
+        delaying them, written by the time any unit committed after it here is (on
+        PostgreSQL alongside it: `outbox.asyncpg_writer`).
 
         ``ordered=False`` is for writes nothing reads in order (the relay marking rows
         sent): they wait for ``deferred_s`` and go together, so that they do not add a

@@ -41,9 +41,9 @@ class UnitOfWork:
         """``wait=False`` is for rows a crash may lose without harm because they can be
         derived again (the outcome of a request that an inbox answers once): if the unit
         only inserts and updates rows, it commits without waiting, with the next shared
-        transaction or alone a moment later (`GroupCommit.defer`), ahead of the units
-        committed after it through group commit. Anything else (messages, inbox entries,
-        claims, statements) commits as usual."""
+        transaction or alone a moment later (`GroupCommit.defer`), written by the time
+        the units committed after it through group commit are. Anything else (messages,
+        inbox entries, claims, statements) commits as usual."""
         self._db = db
         self._wait = wait
         self._session: AsyncSession | None = None

@@ -9,17 +9,29 @@ import json
 import sqlite3
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.util import greenlet_spawn
 from sqlmodel import col
+from structlog.testing import capture_logs
 
 from contracts.wire import utc_now
 from outbox import (
@@ -518,6 +530,78 @@ if POSTGRES_URL:
             return str(await connection.fetchval("SHOW synchronous_commit"))
         finally:
             await connection.close()
+
+    class TestDeferredOutcomesAlongside:
+        """On PostgreSQL a step's deferred outcome is written on the writer's other
+        connection while the next request's one statement runs, not before it."""
+
+        async def test_the_next_step_does_not_wait_for_the_previous_outcome(self) -> None:
+            """The row of the previous step is locked elsewhere, so its outcome waits:
+            the next step's request commits meanwhile, and the commit returns once both
+            are written."""
+            async with _postgres_db() as (db, check):
+                await _pending_step(db, 1)
+                async with check.transaction():
+                    await check.execute(
+                        "SELECT 1 FROM ballast_journal WHERE task_id = 't' AND seq = 1 FOR UPDATE"
+                    )
+                    async with UnitOfWork(db, wait=False) as uow:
+                        finish_step(uow, task_id="t", seq=1, status=StepStatus.COMPLETED, outcome=1)
+                    asking = asyncio.create_task(_pending_step(db, 2, message_id="msg-2"))
+                    await eventually(
+                        lambda: _journal_has(db, 2), what="the next step, committed meanwhile"
+                    )
+                    assert not asking.done(), "the commit returned before the outcome was written"
+                await asking
+                journal = await load_journal(db, "t")
+                assert (journal[1].status, journal[1].outcome) == (StepStatus.COMPLETED.value, 1)
+                assert journal[2].status == StepStatus.PENDING.value
+
+        async def test_an_outcome_that_fails_does_not_fail_the_next_step(self) -> None:
+            """A deferred outcome the database refuses is logged as not written; the
+            request it rode along with commits and its caller learns nothing of it."""
+            async with _postgres_db() as (db, _):
+                await _pending_step(db, 1)
+                async with UnitOfWork(db, wait=False) as uow:
+                    uow.update(_MISSING_TABLE, {"b_task_id": "t"})
+                with capture_logs() as logs:
+                    await _pending_step(db, 2, message_id="msg-2")
+                assert await _journal_has(db, 2)
+                assert await _count(db, OutboxMessage) == 1
+                assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+                    "group_commit.outcomes_not_written"
+                ]
+                await _pending_step(db, 3)  # the connection is replaced
+
+    _MISSING_TABLE = update(Table("ballast_missing", MetaData(), Column("task_id", String))).values(
+        task_id=bindparam("b_task_id")
+    )
+
+    @contextlib.asynccontextmanager
+    async def _postgres_db() -> AsyncIterator[tuple[Database, asyncpg.Connection]]:
+        """A migrated database of the test's own, and a connection of the test's own to it."""
+        async with fresh_postgres_database() as url:
+            db = Database(url)
+            await upgrade(db)
+            check = await asyncpg.connect(asyncpg_dsn(db.url))
+            try:
+                yield db, check
+            finally:
+                await check.close()
+                await db.dispose()
+
+    async def _pending_step(db: Database, seq: int, *, message_id: str | None = None) -> None:
+        """An agent's request: step ``seq`` of task "t" recorded pending, with its message."""
+        async with UnitOfWork(db) as uow:
+            record_step(
+                uow, task_id="t", seq=seq, kind="tool", name="s", request=None,
+                status=StepStatus.PENDING,
+            )  # fmt: skip
+            if message_id is not None:
+                uow.publish("out.subject", b"payload", message_id=message_id)
+
+    async def _journal_has(db: Database, seq: int) -> bool:
+        return seq in await load_journal(db, "t")
 
     class TestAdmissionThroughAsyncpg:
         async def test_a_worker_that_finishes_during_admission_is_seen(self) -> None:
