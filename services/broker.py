@@ -15,10 +15,10 @@ from typing import Any
 
 import structlog
 from faststream.nats import NatsBroker
-from faststream.nats.prometheus import NatsPrometheusMiddleware
 from faststream.nats.security import NatsNKey
 from prometheus_client import CollectorRegistry
 
+from services.broker_metrics import BrokerMetrics
 from services.settings import Settings
 from services.trace_context import consume_tracing
 
@@ -99,7 +99,7 @@ def make_broker(
         graceful_timeout=graceful_timeout_s,
         middlewares=(
             consume_tracing(),  # a span per message when tracing is on, else its trace context
-            NatsPrometheusMiddleware(registry=registry, app_name=name),
+            BrokerMetrics(registry=registry, app_name=name),
         ),
         # FastStream's per-message log lines cost ~30% of throughput; keep them at DEBUG
         # on a logger that filters them out unless asked for.
