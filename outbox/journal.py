@@ -7,11 +7,12 @@ instead of performing it again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, inspect, update
 from sqlalchemy import exc as sa_exc
 from sqlmodel import col, select
 
@@ -67,22 +68,33 @@ def record_step(
     usage: dict[str, Any] | None = None,
     started_at: datetime | None = None,
 ) -> JournalEntry:
-    """Add a step to the journal, committed with ``uow``; it started now unless ``started_at``."""
+    """Add a step to the journal, committed with ``uow``; it started now unless ``started_at``.
+
+    The entry returned is made as the ORM makes one it loads: SQLModel's constructor,
+    which runs for every field, took about 30 us, a quarter of an agent's own CPU per
+    step, for values that are all given here.
+    """
     now = utc_now()
-    entry = JournalEntry(
-        task_id=task_id,
-        seq=seq,
-        kind=kind,
-        name=name,
-        request=request,
-        status=status.value,
-        outcome=outcome,
-        usage=usage,
-        started_at=started_at or now,
-        finished_at=None if status is StepStatus.PENDING else now,
-    )
-    uow.add(entry)
+    values = {
+        "task_id": task_id,
+        "seq": seq,
+        "kind": kind,
+        "name": name,
+        "request": request,
+        "status": status.value,
+        "outcome": outcome,
+        "usage": usage,
+        "started_at": started_at or now,
+        "finished_at": None if status is StepStatus.PENDING else now,
+    }
+    uow.insert(JournalEntry, values)
+    entry = _NEW_ENTRY()
+    entry.__dict__.update(values)
     return entry
+
+
+_NEW_ENTRY: Callable[[], JournalEntry] = inspect(JournalEntry).class_manager.new_instance
+"""A `JournalEntry` with the ORM's state and no values (what loading a row starts with)."""
 
 
 _T = JournalEntry.__table__  # type: ignore[attr-defined]  # SQLModel sets it at class creation
