@@ -5,15 +5,34 @@ from __future__ import annotations
 from datetime import timedelta
 
 from nats.js import JetStreamContext
+from pydantic import BaseModel
 
 from contracts import Header, ToolCall
 from contracts.subjects import tool_subject
 from contracts.wire import utc_now
+from services.app import Ballast
 from services.identity import sign_principal
 from services.registry import AgentPolicy, AgentRegistry
-from tests.helpers import PRINCIPAL, TEST_KEY
+from services.tools import ToolContext
+from tests.helpers import PRINCIPAL, TEST_KEY, unique
 
 SIGNED_PRINCIPAL = PRINCIPAL.model_copy(update={"expires_at": utc_now() + timedelta(days=1)})
+
+
+class Item(BaseModel):
+    text: str
+
+
+def echo_tool() -> tuple[Ballast, str]:
+    """An app with one tool that answers the text of `caller_call`, and the tool's name."""
+    app = Ballast("t")
+    name = unique("echo")
+
+    @app.tool(name)
+    async def echo(ctx: ToolContext, args: Item) -> str:
+        return args.text
+
+    return app, name
 
 
 def caller_call(tool: str, *, call_id: str, agent: str = "caller", text: str = "hi") -> ToolCall:

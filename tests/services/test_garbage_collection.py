@@ -12,33 +12,14 @@ import gc
 from functools import partial
 
 from faststream.nats.message import NatsMessage
-from pydantic import BaseModel
 
-from services.app import Ballast
 from services.embedded import EmbeddedNats
 from services.host import YOUNG_GENERATION
-from services.tools import ToolContext
 from tests.helpers import eventually, tool_calls_acknowledged, unique
-from tests.services.callers import caller_call, publish_call
+from tests.services.callers import caller_call, echo_tool, publish_call
 from tests.services.conftest import Hosts
 
 CALLS = 20
-
-
-class Item(BaseModel):
-    text: str
-
-
-def echo_tool() -> tuple[Ballast, str]:
-    """An app with one tool that answers its text, and the tool's name."""
-    app = Ballast("t")
-    name = unique("echo")
-
-    @app.tool(name)
-    async def echo(ctx: ToolContext, args: Item) -> str:
-        return args.text
-
-    return app, name
 
 
 async def test_delivered_messages_leave_no_reference_cycle(
