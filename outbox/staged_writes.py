@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Column, Table, Update
+from sqlalchemy import Table, Update
 from sqlmodel import SQLModel
 
 from contracts.wire import utc_now
@@ -58,16 +58,6 @@ class StagedWrites:
     """Inputs to admit (`outbox.admission`); decided before anything else is written."""
     deferred: bool = False
     """Handed to `GroupCommit.defer`: nobody waits for these writes, a crash may lose them."""
-
-    def add(self, row: SQLModel) -> None:
-        """Stage the insert of a table model (its unset autoincrement key is left out)."""
-        table: Table = row.__table__  # type: ignore[attr-defined]
-        values = {
-            c.name: value
-            for c in table.columns
-            if (value := getattr(row, c.name)) is not None or not _generated(c)
-        }
-        self.rows.append((table, values))
 
     def insert(self, model: type[SQLModel], values: dict[str, Any]) -> None:
         """Stage the insert of a row given as column values (no model instance is built)."""
@@ -115,10 +105,6 @@ class StagedWrites:
     def _others(self) -> bool:
         """Whether rows are written other than by updates (inserts, ended claims, sent marks)."""
         return bool(self.inbox or self.outbox or self.rows or self.ended_claims or self.sent)
-
-
-def _generated(column: Column[Any]) -> bool:
-    return bool(column.primary_key and column.autoincrement is True)
 
 
 class Statements(ClaimStatements, Protocol):

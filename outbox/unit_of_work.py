@@ -141,13 +141,9 @@ class UnitOfWork:
         statement object each time so that concurrent units share one execution."""
         self._staged.updates.append((statement, params))
 
-    def add(self, row: SQLModel) -> None:
-        """Insert ``row`` (a table model) when this commits; cheaper than ``session.add``."""
-        self._staged.add(row)
-
     def insert(self, model: type[SQLModel], values: dict[str, Any]) -> None:
-        """Insert a row of ``model``'s table with these column values when this commits
-        (cheaper still on hot paths: no model instance is built)."""
+        """Insert a row of ``model``'s table with these column values when this commits;
+        cheaper than ``session.add`` (no session, no model instance is built)."""
         self._staged.insert(model, values)
 
     async def commit(self) -> None:

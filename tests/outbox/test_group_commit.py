@@ -715,12 +715,13 @@ if POSTGRES_URL:
             ],
             sent=[],
         )
-        staged.add(
-            JournalEntry(
-                task_id=f"{way}-{n}", seq=n, kind="tool", name="noop",
-                request={"args": {"n": n, "text": "é"}}, status=StepStatus.PENDING.value,
-                started_at=now,
-            )
+        staged.insert(
+            JournalEntry,
+            {
+                "task_id": f"{way}-{n}", "seq": n, "kind": "tool", "name": "noop",
+                "request": {"args": {"n": n, "text": "é"}}, "status": StepStatus.PENDING.value,
+                "outcome": None, "usage": None, "started_at": now, "finished_at": None,
+            },
         )  # fmt: skip
         staged.insert(
             AuditRecord,

@@ -11,10 +11,13 @@ from contracts import Header, ToolCall
 from contracts.subjects import tool_subject
 from contracts.wire import utc_now
 from services.app import Ballast
+from services.client import BallastClient
+from services.embedded import EmbeddedNats
 from services.identity import sign_principal
 from services.registry import AgentPolicy, AgentRegistry
 from services.tools import ToolContext
 from tests.helpers import PRINCIPAL, TEST_KEY, unique
+from tests.services.conftest import Hosts
 
 SIGNED_PRINCIPAL = PRINCIPAL.model_copy(update={"expires_at": utc_now() + timedelta(days=1)})
 
@@ -33,6 +36,13 @@ def echo_tool() -> tuple[Ballast, str]:
         return args.text
 
     return app, name
+
+
+async def serve_echo_tool(server: EmbeddedNats, hosts: Hosts) -> tuple[str, BallastClient]:
+    """`echo_tool` hosted on ``server``: its name, and a client to call it with."""
+    app, name = echo_tool()
+    await hosts.start(server, app.specs)
+    return name, await hosts.client(server)
 
 
 def caller_call(tool: str, *, call_id: str, agent: str = "caller", text: str = "hi") -> ToolCall:

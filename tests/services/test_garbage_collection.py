@@ -16,7 +16,7 @@ from faststream.nats.message import NatsMessage
 from services.embedded import EmbeddedNats
 from services.host import YOUNG_GENERATION
 from tests.helpers import eventually, tool_calls_acknowledged, unique
-from tests.services.callers import caller_call, echo_tool, publish_call
+from tests.services.callers import caller_call, echo_tool, publish_call, serve_echo_tool
 from tests.services.conftest import Hosts
 
 CALLS = 20
@@ -25,9 +25,7 @@ CALLS = 20
 async def test_delivered_messages_leave_no_reference_cycle(
     own_nats: EmbeddedNats, hosts: Hosts
 ) -> None:
-    app, name = echo_tool()
-    await hosts.start(own_nats, app.specs)
-    client = await hosts.client(own_nats)
+    name, client = await serve_echo_tool(own_nats, hosts)
 
     all_acknowledged = partial(tool_calls_acknowledged, client.js, name, CALLS)
     gc.collect()

@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 from contracts.subjects import result_subject
 from services.embedded import EmbeddedNats
 from tests.helpers import eventually, unique
-from tests.services.callers import caller_call, echo_tool, publish_call
+from tests.services.callers import caller_call, publish_call, serve_echo_tool
 from tests.services.conftest import Hosts
 
 CALLS = 5
@@ -22,9 +22,7 @@ CALLS = 5
 async def test_a_result_is_sent_before_its_call_is_acknowledged(
     own_nats: EmbeddedNats, hosts: Hosts
 ) -> None:
-    app, name = echo_tool()
-    await hosts.start(own_nats, app.specs)
-    client = await hosts.client(own_nats)
+    name, client = await serve_echo_tool(own_nats, hosts)
     task = unique("task")
     seen: list[str] = []
 
