@@ -212,6 +212,34 @@ class TestSharedTransactions:
             keys = {row[0] for row in check.execute("SELECT key FROM ballast_inbox")}
         assert keys == {"twice", "a", "b"}
 
+    async def test_a_unit_whose_committer_is_cancelled_is_committed_all_the_same(
+        self, tmp_path: Path
+    ) -> None:
+        """The writer finishes a transaction whatever becomes of those who wait for it:
+        other units depend on it. A committer cancelled while its transaction waits for
+        the write lock gets the cancellation; its unit is committed, and so are the units
+        queued behind it."""
+        path = tmp_path / "cancelled.db"
+        await migrate(sqlite_url(path))
+        db = Database(sqlite_url(path))
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            cancelled = asyncio.create_task(db.group.commit(_processing("a")))
+            await eventually(_writer_waits_for_lock, timeout_s=5, what="the writer to wait")
+            queued = asyncio.create_task(db.group.commit(_processing("b")))
+            cancelled.cancel()
+            other.execute("ROLLBACK")
+            await queued
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+        finally:
+            other.close()
+            await db.dispose()
+        with contextlib.closing(sqlite3.connect(path)) as check:
+            keys = {row[0] for row in check.execute("SELECT key FROM ballast_inbox")}
+        assert keys == {"a", "b"}
+
     async def test_every_transaction_is_written_on_the_loops_thread_while_the_lock_is_free(
         self, tmp_path: Path
     ) -> None:
