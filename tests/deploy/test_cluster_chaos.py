@@ -106,7 +106,13 @@ if POSTGRES_URL:
                     async def ready(stream: Stream = stream, consumer: str = consumer) -> bool:
                         try:
                             await admin.jetstream().consumer_info(stream.value, consumer)
-                        except nats.js.errors.NotFoundError:
+                        except (
+                            nats.js.errors.NotFoundError,
+                            # Not answered yet: the new cluster may still be electing
+                            # the stream's or the consumer's leader.
+                            nats.errors.TimeoutError,
+                            nats.js.errors.ServiceUnavailableError,
+                        ):
                             return False
                         return True
 
