@@ -16,19 +16,6 @@ from typing import Any
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from prometheus_client import CollectorRegistry
 
-_METRICS = (
-    "received_messages_total",
-    "received_messages_size_bytes",
-    "received_messages_in_process",
-    "received_processed_messages_total",
-    "received_processed_messages_duration_seconds",
-    "received_processed_messages_exceptions_total",
-    "published_messages_total",
-    "published_messages_duration_seconds",
-    "published_messages_exceptions_total",
-)
-"""The metrics FastStream's middleware keeps (its ``MetricsContainer``)."""
-
 
 class _RememberedSeries:
     """A metric whose series, once found by their labels, are found again in a dict.
@@ -57,5 +44,7 @@ class BrokerMetrics(NatsPrometheusMiddleware):
     def __init__(self, *, registry: CollectorRegistry, app_name: str) -> None:
         super().__init__(registry=registry, app_name=app_name)
         container = self._metrics_container
-        for name in _METRICS:
-            setattr(container, name, _RememberedSeries(getattr(container, name)))
+        # Its public slots are the metrics, whichever FastStream's version keeps.
+        for name in type(container).__slots__:
+            if not name.startswith("_"):
+                setattr(container, name, _RememberedSeries(getattr(container, name)))

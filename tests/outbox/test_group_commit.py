@@ -208,9 +208,7 @@ class TestSharedTransactions:
         finally:
             other.close()
             await writer.dispose()
-        with contextlib.closing(sqlite3.connect(path)) as check:
-            keys = {row[0] for row in check.execute("SELECT key FROM ballast_inbox")}
-        assert keys == {"twice", "a", "b"}
+        assert _inbox_keys(path) == {"twice", "a", "b"}
 
     async def test_a_unit_whose_committer_is_cancelled_is_committed_all_the_same(
         self, tmp_path: Path
@@ -236,9 +234,7 @@ class TestSharedTransactions:
         finally:
             other.close()
             await db.dispose()
-        with contextlib.closing(sqlite3.connect(path)) as check:
-            keys = {row[0] for row in check.execute("SELECT key FROM ballast_inbox")}
-        assert keys == {"a", "b"}
+        assert _inbox_keys(path) == {"a", "b"}
 
     async def test_every_transaction_is_written_on_the_loops_thread_while_the_lock_is_free(
         self, tmp_path: Path
@@ -298,10 +294,17 @@ class TestSharedTransactions:
         finally:
             await writer.dispose()
         assert committed_with == ["NORMAL", "FULL", "NORMAL", "FULL", "FULL"]
-        with contextlib.closing(sqlite3.connect(path)) as check:
-            inbox = {row[0] for row in check.execute("SELECT key FROM ballast_inbox")}
-            claims = {row[0] for row in check.execute("SELECT key FROM ballast_claim")}
-        assert (inbox, claims) == ({"a", "e", "f"}, {"c", "d"})
+        assert (_inbox_keys(path), _keys(path, "ballast_claim")) == ({"a", "e", "f"}, {"c", "d"})
+
+
+def _inbox_keys(path: Path) -> set[str]:
+    return _keys(path, "ballast_inbox")
+
+
+def _keys(path: Path, table: str) -> set[str]:
+    """The keys of ``table`` in the SQLite file at ``path``, read on a connection of its own."""
+    with contextlib.closing(sqlite3.connect(path)) as check:
+        return {row[0] for row in check.execute(f"SELECT key FROM {table}")}
 
 
 def _claiming(key: str) -> StagedWrites:
