@@ -103,8 +103,16 @@ class FlowControlledPullSubscriber(ConcurrentPullStreamSubscriber):
             self,
             f"{api.DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{self.stream.name}.{self.config.durable_name}",
             PullCredit(self.max_workers, expires_s),
+            super()._resolved_subject_string,
         )
         await self._pulling.run()
+
+    @property
+    def _resolved_subject_string(self) -> str:
+        # FastStream's log context reads this for every message it consumes and builds the
+        # subject's address anew each time (about 5 us); while pulling it cannot change.
+        pulling = getattr(self, "_pulling", None)
+        return pulling.subject if pulling is not None else super()._resolved_subject_string
 
     async def stop(self) -> None:
         """End the open pull requests first, then stop as FastStream does (in-flight
@@ -121,11 +129,17 @@ class _PullLoop:
     """One run of a subscriber's pull loop: its requests, its inbox, its handlers."""
 
     def __init__(
-        self, subscriber: FlowControlledPullSubscriber, next_subject: str, credit: PullCredit
+        self,
+        subscriber: FlowControlledPullSubscriber,
+        next_subject: str,
+        credit: PullCredit,
+        subject: str,
     ) -> None:
         self.subscriber = subscriber
         self.next_subject = next_subject
         self.credit = credit
+        self.subject = subject
+        """The subscriber's subject as its log context names it."""
         self.changed = asyncio.Event()
         self.handlers = asyncio.TaskGroup()
         self.asking = True

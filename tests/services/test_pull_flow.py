@@ -107,6 +107,21 @@ class _Replica:
         await msg.ack()
 
 
+class _LogContexts(_Replica):
+    """Handles at once, keeping the log context FastStream set up for each message."""
+
+    def __init__(self, name: str, handled: list[tuple[str, bytes]]) -> None:
+        super().__init__(name, handled)
+        self.hold.set()
+        self.broker: NatsBroker | None = None
+        self.log_contexts: list[dict[str, str]] = []
+
+    async def handle(self, msg: NatsMessage) -> None:
+        assert self.broker is not None
+        self.log_contexts.append(dict(self.broker.context.get_local("log_context")))
+        await super().handle(msg)
+
+
 @asynccontextmanager
 async def _replica(
     server: EmbeddedNats,
@@ -157,6 +172,27 @@ async def _stream(server: EmbeddedNats) -> AsyncIterator[tuple[str, Any]]:
 
 
 class TestFlowControlledPull:
+    async def test_each_message_logs_the_subject_and_stream(
+        self, nats_server: EmbeddedNats
+    ) -> None:
+        """The subject is kept while pulling, not worked out again for every message."""
+        handled: list[tuple[str, bytes]] = []
+        replica = _LogContexts("a", handled)
+        async with (
+            _stream(nats_server) as (name, js),
+            _replica(nats_server, name, replica, pool=2, timeout_s=5.0) as broker,
+        ):
+            replica.broker = broker
+            for i in range(3):
+                await js.publish(name, str(i).encode())
+
+            async def all_handled() -> bool:
+                return len(handled) == 3
+
+            await eventually(all_handled, timeout_s=5, what="three messages handled")
+        assert [(c["subject"], c["stream"]) for c in replica.log_contexts] == [(name, name)] * 3
+        assert len({c["message_id"] for c in replica.log_contexts}) == 3
+
     async def test_a_replica_holds_no_more_than_its_pool(self, nats_server: EmbeddedNats) -> None:
         """With a pool of 2 busy, 8 more messages wait at the server, not in the replica."""
         handled: list[tuple[str, bytes]] = []
