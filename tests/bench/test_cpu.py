@@ -13,8 +13,13 @@ from bench.cpu import CpuMeter, cpu_seconds, medians
 SPIN = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\n"
 SPIN_NOW = SPIN + "print('spun', flush=True)\nimport sys\nsys.stdin.readline()\n"
 """Spins 0.3 s of CPU at once, says so, then waits (for its stdin to close)."""
-SPIN_WHEN_TOLD = "import sys\nsys.stdin.readline()\n" + SPIN + "print('done', flush=True)\n"
-"""Waits for a line on its stdin, spins 0.3 s of CPU, says so and ends."""
+SPIN_WHEN_TOLD = (
+    "import sys\nsys.stdin.readline()\n"
+    + SPIN
+    + "print('done', flush=True)\nsys.stdin.readline()\n"
+)
+"""Waits for a line on its stdin, spins 0.3 s of CPU, says so, then waits again: a process
+that ended may be reaped before the meter reads it, and a reaped one counts nothing."""
 
 
 async def _python(code: str) -> asyncio.subprocess.Process:
