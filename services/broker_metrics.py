@@ -6,9 +6,11 @@ checks the label names, builds the values and takes a lock at every look-up, abo
 4-5 us each on this kind of machine: some 5% of a durable tool call's CPU. The
 labels of a consumer's series never change (application, broker, handler, status),
 so `BrokerMetrics` keeps the series it found and finds it again in a dict. It also
-builds the per-message middleware without the subscripted generic FastStream calls,
-whose attempt to record its type argument on the slotted instance fails, and costs, at
-every message. The metrics, their names, labels and values are FastStream's own.
+builds each message's middleware from the class itself, where FastStream goes through
+the subscripted generic (``BasePrometheusMiddleware[...]``): that alias then tries to
+record itself on the instance, whose slots refuse it, and the failed attempt costs
+about 1.6 us a message. The metrics, their names, labels and values are FastStream's
+own.
 """
 
 from __future__ import annotations
