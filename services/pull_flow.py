@@ -94,7 +94,8 @@ class FlowControlledPullSubscriber(ConcurrentPullStreamSubscriber):
     """
 
     __slots__ = ()
-    _pulling: _PullLoop | None
+    _pulling: _PullLoop | None = None
+    """The pull loop while it runs; a class default, since FastStream built the instance."""
 
     async def _consume_pull(self, cb: Callable[[Msg], Coroutine[Any, Any, Any]]) -> None:
         # ``cb`` is FastStream's hand-off to its own worker queue; messages go to `consume`.
@@ -111,7 +112,7 @@ class FlowControlledPullSubscriber(ConcurrentPullStreamSubscriber):
     def _resolved_subject_string(self) -> str:
         # FastStream's log context reads this for every message it consumes and builds the
         # subject's address anew each time (about 5 us); while pulling it cannot change.
-        pulling = getattr(self, "_pulling", None)
+        pulling = self._pulling
         return pulling.subject if pulling is not None else super()._resolved_subject_string
 
     async def stop(self) -> None:
@@ -119,7 +120,7 @@ class FlowControlledPullSubscriber(ConcurrentPullStreamSubscriber):
         handlers get the grace period). Otherwise a message a handler hands back once
         the grace period is over would come straight back into this replica's open
         request, spending a delivery each time, instead of going to another replica."""
-        pulling, self._pulling = getattr(self, "_pulling", None), None
+        pulling, self._pulling = self._pulling, None
         if pulling is not None:
             await pulling.stop_asking()
         await super().stop()
