@@ -305,10 +305,8 @@ async def _floors(
                 driver_ms, engine_ms = await floors.commit_ms(url, n(300))
             driver.runs.append(driver_ms)
             engine.runs.append(engine_ms)
-        figures += [driver, engine]
-    figures.append(
-        await repeat(Figure("floor: RSS of the libraries alone", "MB"), floors.libraries_rss_mb)
-    )
+        memory = Figure(f"floor: RSS of the libraries alone, {label}", "MB")
+        figures += [driver, engine, await repeat(memory, partial(floors.libraries_rss_mb, label))]
     return figures
 
 

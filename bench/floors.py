@@ -10,7 +10,8 @@ these figures say where the floors are:
 - One durable commit of one row, one after the other: through the driver alone and
   through SQLAlchemy's async engine, as Ballast commits. A step waits for three
   (the agent's journal and call, the tool's claim, the tool's result).
-- The resident memory of a process that only imports the libraries a service needs.
+- The resident memory of a process that only imports the libraries a service needs
+  on each database.
 
 ``python -m bench.floors`` prints them (median of BALLAST_BENCH_RUNS runs).
 """
@@ -46,24 +47,27 @@ from services.host import FETCH_TIMEOUT_S
 
 LIBRARIES = (
     "faststream.nats",
-    "faststream.nats.opentelemetry",
     "faststream.nats.prometheus",
     "nats.js",
     "sqlmodel",
     "sqlalchemy.ext.asyncio",
-    "aiosqlite",
-    "asyncpg",
     "pydantic_settings",
     "structlog",
     "prometheus_client",
-    "opentelemetry.sdk.trace",
     "nacl.signing",
     "starlette.applications",
     "uvicorn",
     "typer",
 )
-"""What a ``ballast run`` process imports from outside Ballast (its CLI, broker,
-database, settings, logs, metrics, traces, signatures and HTTP endpoint)."""
+"""What an idle ``ballast run`` process imports from outside Ballast on any database (its
+CLI, broker, database layer, settings, logs, metrics, signatures and HTTP endpoint).
+Tracing is off, as in the memory figures: OpenTelemetry's SDK and FastStream's
+telemetry middleware are loaded only when it is on (`services.trace_context`)."""
+DRIVERS = {
+    "SQLite": ("aiosqlite", "sqlalchemy.dialects.sqlite.aiosqlite"),
+    "PostgreSQL": ("asyncpg", "sqlalchemy.dialects.postgresql.asyncpg"),
+}
+"""The driver and SQLAlchemy dialect a service loads for its database, and only those."""
 _SCRATCH = "CREATE TABLE IF NOT EXISTS bench_commit (id {} PRIMARY KEY, n INTEGER)"
 _INSERT_SQLITE = "INSERT INTO bench_commit (n) VALUES (?)"
 _INSERT_PG = "INSERT INTO bench_commit (n) VALUES ($1)"
@@ -207,15 +211,16 @@ async def _timed(commit: Callable[[int], Awaitable[None]], commits: int) -> floa
     return statistics.median(samples)
 
 
-async def libraries_rss_mb() -> float:
-    """RSS in MB of a fresh interpreter that has imported `LIBRARIES` and nothing else."""
+async def libraries_rss_mb(database: str) -> float:
+    """RSS in MB of a fresh interpreter that has imported `LIBRARIES` and the driver of
+    ``database`` (a key of `DRIVERS`), and nothing else."""
     probe = (
         "import importlib, sys\n"
         "for name in sys.argv[1:]: importlib.import_module(name)\n"
         "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS:')))"
     )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", probe, *LIBRARIES, stdout=asyncio.subprocess.PIPE
+        sys.executable, "-c", probe, *LIBRARIES, *DRIVERS[database], stdout=asyncio.subprocess.PIPE
     )
     out, _ = await proc.communicate()
     if proc.returncode != 0:
@@ -236,7 +241,7 @@ async def main() -> None:
         async with database() as url:
             driver, engine = await commit_ms(url, 300)
         print(f"one commit, {label}: driver {driver:.2f} ms, SQLAlchemy async {engine:.2f} ms")
-    print(f"RSS of the libraries alone: {await libraries_rss_mb():.1f} MB")
+        print(f"RSS of the libraries alone, {label}: {await libraries_rss_mb(label):.1f} MB")
 
 
 if __name__ == "__main__":
