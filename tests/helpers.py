@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -71,3 +74,26 @@ async def tool_calls_acknowledged(js: JetStreamContext, tool: str, count: int) -
     awaits its acknowledgement (for `eventually`)."""
     info = await js.consumer_info(Stream.TOOLS.value, tool_service(tool))
     return bool(info.delivered.stream_seq >= count and info.num_ack_pending == 0)
+
+
+def modules_a_service_loads(database_url: str) -> set[str]:
+    """The modules of a fresh interpreter that imported what ``ballast run`` imports (its
+    HTTP endpoint included) and then checked and re-applied the schema of
+    ``database_url``, as a starting service does."""
+    probe = (
+        "import asyncio, json, sys\n"
+        "import services.cli.app, services.http_server\n"
+        "from outbox import Database\n"
+        "from outbox.schema import check_schema, upgrade\n"
+        "async def main():\n"
+        f"    db = Database({database_url!r})\n"
+        "    await check_schema(db)\n"
+        "    await upgrade(db)\n"
+        "    await db.dispose()\n"
+        "asyncio.run(main())\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
