@@ -300,13 +300,19 @@ async def _floors(
     for label, database in databases:
         driver = Figure(f"floor: one durable commit p50, driver alone, {label}", "ms")
         engine = Figure(f"floor: one durable commit p50, SQLAlchemy async, {label}", "ms")
+        step = Figure(f"floor: raw step p50 (round trip, a commit at each end), {label}", "ms")
+        step_tail = Figure(f"floor: raw step p99, {label}", "ms")
         for _ in range(RUNS):
             async with database() as url:
                 driver_ms, engine_ms = await floors.commit_ms(url, n(300))
+                step_ms, step_tail_ms = summary(await floors.raw_step_ms(server, url, n(300)))
             driver.runs.append(driver_ms)
             engine.runs.append(engine_ms)
+            step.runs.append(step_ms)
+            step_tail.runs.append(step_tail_ms)
         memory = Figure(f"floor: RSS of the libraries alone, {label}", "MB")
-        figures += [driver, engine, await repeat(memory, partial(floors.libraries_rss_mb, label))]
+        memory = await repeat(memory, partial(floors.libraries_rss_mb, label))
+        figures += [driver, engine, step, step_tail, memory]
     return figures
 
 

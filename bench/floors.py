@@ -10,6 +10,8 @@ these figures say where the floors are:
 - One durable commit of one row, one after the other: through the driver alone and
   through SQLAlchemy's async engine, as Ballast commits. A step waits for three
   (the agent's journal and call, the tool's claim, the tool's result).
+- A raw step, one after the other: the raw round trip through the broker with a
+  durable commit at each end, made as group commit's writer makes it but bare.
 - The resident memory of a process that only imports the libraries a service needs
   on each database.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sqlite3
 import statistics
 import sys
 import time
@@ -40,6 +43,8 @@ from bench.databases import postgres_available, postgres_database, sqlite_databa
 from bench.noop_app import POOL
 from bench.peers import drive_noop, faststream_rate, noop_stream
 from bench.processes import READY_TIMEOUT_S, poll, pulling, stop_processes
+from bench.raw_nats import round_trip_ms
+from bench.runtime import summary
 from outbox import Database
 from services.broker import NatsCredentials, make_broker
 from services.embedded import EmbeddedNats
@@ -156,10 +161,10 @@ async def commit_ms(url: str, commits: int) -> tuple[float, float]:
     """Median milliseconds of one durable one-row commit at a time: through the driver
     alone, then through SQLAlchemy's async engine (Ballast's settings, such as WAL and
     synchronous=FULL on SQLite)."""
+    async with _driver(url) as execute:
+        driver_ms = await _timed(execute, commits)
     db = Database(url)
     try:
-        async with db.engine.begin() as conn:
-            await conn.execute(text(_SCRATCH.format("INTEGER" if db.is_sqlite else "SERIAL")))
         insert = text("INSERT INTO bench_commit (n) VALUES (:n)")
 
         async def through_sqlalchemy(n: int) -> None:
@@ -169,19 +174,53 @@ async def commit_ms(url: str, commits: int) -> tuple[float, float]:
         engine_ms = await _timed(through_sqlalchemy, commits)
     finally:
         await db.dispose()
-    async with _driver(url) as execute:
-        driver_ms = await _timed(execute, commits)
     return driver_ms, engine_ms
+
+
+async def raw_step_ms(server: EmbeddedNats, url: str, steps: int) -> list[float]:
+    """Each raw step's milliseconds: the raw round trip with a durable commit through the
+    bare driver at each end (`bench.raw_nats.round_trip_ms`), one step at a time. The
+    least a step of Ballast's does: its two synced commits and its two hops through the
+    broker, here with no claim, no FastStream and no Ballast."""
+    async with _writer_commit(url) as commit:
+        return await round_trip_ms(server, steps, commit)
+
+
+@asynccontextmanager
+async def _writer_commit(url: str) -> AsyncIterator[Callable[[int], Awaitable[None]]]:
+    """A function committing one row as group commit's writer commits, bare: on SQLite
+    through sqlite3 on the event loop's thread (`outbox.sqlite_writer`; aiosqlite's
+    hand-off to its thread costs more), on PostgreSQL through asyncpg."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        async with _driver(url) as commit:
+            yield commit
+        return
+    conn = sqlite3.connect(parsed.database or "", isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(_SCRATCH.format("INTEGER"))
+
+        async def sqlite_commit(n: int) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(_INSERT_SQLITE, (n,))
+            conn.execute("COMMIT")
+
+        yield sqlite_commit
+    finally:
+        conn.close()
 
 
 @asynccontextmanager
 async def _driver(url: str) -> AsyncIterator[Callable[[int], Awaitable[None]]]:
-    """A function committing one row through the bare driver of ``url``."""
+    """A function committing one row of a scratch table through the bare driver of ``url``."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         async with aiosqlite.connect(parsed.database or "", isolation_level=None) as conn:
             await conn.execute("PRAGMA journal_mode=WAL")
             await conn.execute("PRAGMA synchronous=FULL")
+            await conn.execute(_SCRATCH.format("INTEGER"))
 
             async def sqlite_commit(n: int) -> None:
                 await conn.execute("BEGIN")
@@ -192,6 +231,7 @@ async def _driver(url: str) -> AsyncIterator[Callable[[int], Awaitable[None]]]:
         return
     conn = await asyncpg.connect(parsed.set(drivername="postgresql").render_as_string(False))
     try:
+        await conn.execute(_SCRATCH.format("SERIAL"))
 
         async def pg_commit(n: int) -> None:
             async with conn.transaction():
@@ -229,19 +269,21 @@ async def libraries_rss_mb(database: str) -> float:
 
 
 async def main() -> None:
-    async with fresh_broker() as server:
-        rates = [await faststream_configured_rate(server, 2_000) for _ in range(RUNS)]
-        two = [await faststream_configured_processes_rate(server, 2_000, 2) for _ in range(RUNS)]
-    print(f"FastStream as Ballast configures it: {statistics.median(rates):,.0f} calls/s")
-    print(f"the same, 2 processes: {statistics.median(two):,.0f} calls/s")
     databases = [("SQLite", sqlite_database)]
     if await postgres_available():
         databases.append(("PostgreSQL", postgres_database))
-    for label, database in databases:
-        async with database() as url:
-            driver, engine = await commit_ms(url, 300)
-        print(f"one commit, {label}: driver {driver:.2f} ms, SQLAlchemy async {engine:.2f} ms")
-        print(f"RSS of the libraries alone, {label}: {await libraries_rss_mb(label):.1f} MB")
+    async with fresh_broker() as server:
+        rates = [await faststream_configured_rate(server, 2_000) for _ in range(RUNS)]
+        two = [await faststream_configured_processes_rate(server, 2_000, 2) for _ in range(RUNS)]
+        print(f"FastStream as Ballast configures it: {statistics.median(rates):,.0f} calls/s")
+        print(f"the same, 2 processes: {statistics.median(two):,.0f} calls/s")
+        for label, database in databases:
+            async with database() as url:
+                driver, engine = await commit_ms(url, 300)
+                step, tail = summary(await raw_step_ms(server, url, 300))
+            print(f"one commit, {label}: driver {driver:.2f} ms, SQLAlchemy async {engine:.2f} ms")
+            print(f"raw step, {label}: p50 {step:.2f} ms, p99 {tail:.2f} ms")
+            print(f"RSS of the libraries alone, {label}: {await libraries_rss_mb(label):.1f} MB")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 import nats
 from nats.aio.client import Client
@@ -76,9 +77,16 @@ async def consume_rate(server: EmbeddedNats, count: int, *, reply: bool = False)
     return result
 
 
-async def round_trip_ms(server: EmbeddedNats, count: int) -> list[float]:
+async def round_trip_ms(
+    server: EmbeddedNats, count: int, commit: Callable[[int], Awaitable[None]] | None = None
+) -> list[float]:
     """One at a time: publish a request to a stream, a pull consumer publishes a reply to a
-    second stream and acks, the requester receives the reply: the raw shape of one step."""
+    second stream and acks, the requester receives the reply: the raw shape of one step.
+
+    With ``commit``, each side first commits a row (``commit(n)``, n numbering the
+    requests): the requester before its request, the consumer before its reply, as the
+    outbox makes an agent and a tool do.
+    """
     nc = await nats.connect(server.url)
     js = nc.jetstream()
     prefix = f"rt{uuid.uuid4().hex[:8]}"
@@ -101,6 +109,8 @@ async def round_trip_ms(server: EmbeddedNats, count: int) -> list[float]:
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
             for m in msgs:
+                if commit is not None:
+                    await commit(m.metadata.sequence.stream)
                 await js.publish(f"{prefix}.rep", m.data)
                 await m.ack()
 
@@ -108,6 +118,8 @@ async def round_trip_ms(server: EmbeddedNats, count: int) -> list[float]:
     samples = []
     for i in range(count):
         sent = time.perf_counter()
+        if commit is not None:
+            await commit(i)
         await js.publish(f"{prefix}.req", PAYLOAD, headers={"Nats-Msg-Id": f"r{i}"})
         samples.append((await asyncio.wait_for(replies.get(), 10) - sent) * 1000)
     stop.set()
