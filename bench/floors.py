@@ -178,10 +178,11 @@ async def commit_ms(url: str, commits: int) -> tuple[float, float]:
 
 
 async def raw_step_ms(server: EmbeddedNats, url: str, steps: int) -> list[float]:
-    """Each raw step's milliseconds: the raw round trip with a durable commit through the
-    bare driver at each end (`bench.raw_nats.round_trip_ms`), one step at a time. The
-    least a step of Ballast's does: its two synced commits and its two hops through the
-    broker, here with no claim, no FastStream and no Ballast."""
+    """Each raw step's milliseconds: the raw round trip with a durable one-row commit at
+    each end (`bench.raw_nats.round_trip_ms`), made as group commit's writer commits but
+    bare, one step at a time. The least a step of Ballast's does: its two synced commits
+    and its two hops through the broker, here with no claim, no FastStream and no
+    Ballast."""
     async with _writer_commit(url) as commit:
         return await round_trip_ms(server, steps, commit)
 
@@ -190,10 +191,11 @@ async def raw_step_ms(server: EmbeddedNats, url: str, steps: int) -> list[float]
 async def _writer_commit(url: str) -> AsyncIterator[Callable[[int], Awaitable[None]]]:
     """A function committing one row as group commit's writer commits, bare: on SQLite
     through sqlite3 on the event loop's thread (`outbox.sqlite_writer`; aiosqlite's
-    hand-off to its thread costs more), on PostgreSQL through asyncpg."""
+    hand-off to its thread costs more), on PostgreSQL as one statement that commits by
+    itself (`outbox.asyncpg_one_statement`; BEGIN and COMMIT are a round trip each)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        async with _driver(url) as commit:
+        async with _driver(url, statement_alone=True) as commit:
             yield commit
         return
     conn = sqlite3.connect(parsed.database or "", isolation_level=None)
@@ -213,8 +215,12 @@ async def _writer_commit(url: str) -> AsyncIterator[Callable[[int], Awaitable[No
 
 
 @asynccontextmanager
-async def _driver(url: str) -> AsyncIterator[Callable[[int], Awaitable[None]]]:
-    """A function committing one row of a scratch table through the bare driver of ``url``."""
+async def _driver(
+    url: str, *, statement_alone: bool = False
+) -> AsyncIterator[Callable[[int], Awaitable[None]]]:
+    """A function committing one row of a scratch table through the bare driver of ``url``:
+    in a transaction, or on PostgreSQL with ``statement_alone`` as a statement that
+    commits by itself."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         async with aiosqlite.connect(parsed.database or "", isolation_level=None) as conn:
@@ -234,6 +240,9 @@ async def _driver(url: str) -> AsyncIterator[Callable[[int], Awaitable[None]]]:
         await conn.execute(_SCRATCH.format("SERIAL"))
 
         async def pg_commit(n: int) -> None:
+            if statement_alone:
+                await conn.execute(_INSERT_PG, n)
+                return
             async with conn.transaction():
                 await conn.execute(_INSERT_PG, n)
 
