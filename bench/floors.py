@@ -46,6 +46,8 @@ from bench.processes import READY_TIMEOUT_S, poll, pulling, stop_processes
 from bench.raw_nats import round_trip_ms
 from bench.runtime import summary
 from outbox import Database
+from outbox.asyncpg_writer import asyncpg_dsn, writer_connection
+from outbox.database import configure_sqlite_connection
 from services.broker import NatsCredentials, make_broker
 from services.embedded import EmbeddedNats
 from services.host import FETCH_TIMEOUT_S
@@ -189,38 +191,43 @@ async def raw_step_ms(server: EmbeddedNats, url: str, steps: int) -> list[float]
 
 @asynccontextmanager
 async def _writer_commit(url: str) -> AsyncIterator[Callable[[int], Awaitable[None]]]:
-    """A function committing one row as group commit's writer commits, bare: on SQLite
-    through sqlite3 on the event loop's thread (`outbox.sqlite_writer`; aiosqlite's
-    hand-off to its thread costs more), on PostgreSQL as one statement that commits by
-    itself (`outbox.asyncpg_one_statement`; BEGIN and COMMIT are a round trip each)."""
+    """A function committing one row as group commit's writer commits, bare, on a
+    connection opened as the writer opens its own: on SQLite through sqlite3 on the event
+    loop's thread (`outbox.sqlite_writer`; aiosqlite's hand-off to its thread costs more),
+    on PostgreSQL as one statement that commits by itself (`outbox.asyncpg_one_statement`;
+    BEGIN and COMMIT are a round trip each)."""
     parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        async with _driver(url, statement_alone=True) as commit:
-            yield commit
+    if parsed.get_backend_name() == "sqlite":
+        sqlite = sqlite3.connect(parsed.database or "")
+        try:
+            configure_sqlite_connection(sqlite)
+            sqlite.execute(_SCRATCH.format("INTEGER"))
+
+            async def sqlite_commit(n: int) -> None:
+                sqlite.execute("BEGIN IMMEDIATE")
+                sqlite.execute(_INSERT_SQLITE, (n,))
+                sqlite.execute("COMMIT")
+
+            yield sqlite_commit
+        finally:
+            sqlite.close()
         return
-    conn = sqlite3.connect(parsed.database or "", isolation_level=None)
+    pg = await writer_connection(asyncpg_dsn(parsed))
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute(_SCRATCH.format("INTEGER"))
+        await pg.execute(_SCRATCH.format("SERIAL"))
 
-        async def sqlite_commit(n: int) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute(_INSERT_SQLITE, (n,))
-            conn.execute("COMMIT")
+        async def pg_commit(n: int) -> None:
+            await pg.execute(_INSERT_PG, n)
 
-        yield sqlite_commit
+        yield pg_commit
     finally:
-        conn.close()
+        await pg.close()
 
 
 @asynccontextmanager
-async def _driver(
-    url: str, *, statement_alone: bool = False
-) -> AsyncIterator[Callable[[int], Awaitable[None]]]:
-    """A function committing one row of a scratch table through the bare driver of ``url``:
-    in a transaction, or on PostgreSQL with ``statement_alone`` as a statement that
-    commits by itself."""
+async def _driver(url: str) -> AsyncIterator[Callable[[int], Awaitable[None]]]:
+    """A function committing one row of a scratch table in a transaction through the bare
+    driver of ``url``."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         async with aiosqlite.connect(parsed.database or "", isolation_level=None) as conn:
@@ -235,14 +242,11 @@ async def _driver(
 
             yield sqlite_commit
         return
-    conn = await asyncpg.connect(parsed.set(drivername="postgresql").render_as_string(False))
+    conn = await asyncpg.connect(asyncpg_dsn(parsed))
     try:
         await conn.execute(_SCRATCH.format("SERIAL"))
 
         async def pg_commit(n: int) -> None:
-            if statement_alone:
-                await conn.execute(_INSERT_PG, n)
-                return
             async with conn.transaction():
                 await conn.execute(_INSERT_PG, n)
 
