@@ -62,12 +62,12 @@ LIBRARIES = (
     "structlog",
     "prometheus_client",
     "nacl.signing",
-    "starlette.applications",
     "uvicorn",
     "typer",
 )
 """What an idle ``ballast run`` process imports from outside Ballast on any database (its
-CLI, broker, database layer, settings, logs, metrics, signatures and HTTP endpoint).
+CLI, broker, database layer, settings, logs, metrics and signatures; its HTTP endpoint
+is the standard library's and prometheus_client's, and uvicorn is FastStream's import).
 Tracing is off, as in the memory figures: OpenTelemetry's SDK and FastStream's
 telemetry middleware are loaded only when it is on (`services.trace_context`)."""
 DRIVERS = {

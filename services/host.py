@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 import nats.errors
 import nats.js.errors
@@ -55,6 +55,7 @@ from services.rate_limits import SharedRateLimiter
 from services.redaction import Redactor
 from services.registry import AgentPolicy, AgentRegistry
 from services.results import ResultWaiter
+from services.service_endpoint import ServiceEndpoint
 from services.settings import Settings
 from services.specs import AgentSpec, ServiceSpec
 from services.streams import (
@@ -65,9 +66,6 @@ from services.streams import (
     while_electing,
 )
 from services.tools import ToolConsumer, ToolGuards
-
-if TYPE_CHECKING:
-    from services.http_server import EmbeddedHttpServer
 
 log = structlog.get_logger("ballast.host")
 
@@ -132,7 +130,7 @@ class ServiceHost:
         self.breakers: SharedBreakers | None = None
         self._relay: Relay | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.http: EmbeddedHttpServer | None = None
+        self.http: ServiceEndpoint | None = None
         """The /metrics and /health endpoint, when BALLAST_HTTP_PORT is set."""
 
     @property
@@ -207,13 +205,9 @@ class ServiceHost:
         self._tasks.append(asyncio.create_task(_supervise("gauges", lambda: gauges.run(interval))))
         await self.broker.start()
         if self.settings.http_port is not None:
-            # Loaded only here: a service without an HTTP port does not carry Starlette
-            # and the routes in its memory.
-            from services.http_server import EmbeddedHttpServer
-            from services.service_api import service_app
-
-            self.http = EmbeddedHttpServer(
-                service_app(self.metrics.registry, self.health),
+            self.http = ServiceEndpoint(
+                self.metrics.registry,
+                self.health,
                 host=self.settings.http_host,
                 port=self.settings.http_port,
             )

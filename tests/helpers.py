@@ -77,19 +77,29 @@ async def tool_calls_acknowledged(js: JetStreamContext, tool: str, count: int) -
 
 
 def modules_a_service_loads(database_url: str) -> set[str]:
-    """The modules of a fresh interpreter that imported what ``ballast run`` imports (its
-    HTTP endpoint included) and then checked and re-applied the schema of
-    ``database_url``, as a starting service does."""
+    """The modules of a fresh interpreter that imported what ``ballast run`` imports,
+    checked and re-applied the schema of ``database_url`` and served its HTTP endpoint,
+    as a starting service does."""
     probe = (
-        "import asyncio, json, sys\n"
-        "import services.cli.app, services.http_server\n"
+        "import asyncio, json, sys, urllib.request\n"
+        "import services.cli.app\n"
+        "from prometheus_client import CollectorRegistry\n"
         "from outbox import Database\n"
         "from outbox.schema import check_schema, upgrade\n"
+        "from services.service_endpoint import ServiceEndpoint\n"
+        "async def healthy():\n"
+        "    return {'probe': 'ok'}\n"
         "async def main():\n"
         f"    db = Database({database_url!r})\n"
         "    await check_schema(db)\n"
         "    await upgrade(db)\n"
         "    await db.dispose()\n"
+        "    http = ServiceEndpoint(CollectorRegistry(), healthy, host='127.0.0.1', port=0)\n"
+        "    await http.start()\n"
+        "    for path in ('/health', '/metrics'):\n"
+        "        get = urllib.request.urlopen\n"
+        "        await asyncio.to_thread(lambda: get(http.url + path, timeout=10).read())\n"
+        "    await http.stop()\n"
         "asyncio.run(main())\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )

@@ -1,0 +1,98 @@
+"""A service's HTTP endpoint: what it answers besides its two routes, that /health still
+answers when the event loop is stuck, and that serving it loads no web framework.
+(The routes' content, metrics and health checks of a running host, is tested in
+test_telemetry.)"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry, Counter
+
+from services.errors import ConfigurationError
+from services.service_endpoint import ServiceEndpoint
+from tests.helpers import modules_a_service_loads
+
+
+async def _all_ok() -> dict[str, str]:
+    return {"broker": "ok"}
+
+
+async def test_it_serves_the_registry_and_refuses_other_paths_and_methods() -> None:
+    registry = CollectorRegistry()
+    Counter("probe_hits", "hits", registry=registry).inc(3)
+    endpoint = ServiceEndpoint(registry, _all_ok, host="127.0.0.1", port=0)
+    await endpoint.start()
+    url = endpoint.url
+    try:
+        async with httpx.AsyncClient(base_url=url) as http:
+            metrics = await http.get("/metrics")
+            assert metrics.status_code == 200
+            assert "probe_hits_total 3.0" in metrics.text
+            health = await http.get("/health")
+            assert (health.status_code, health.json()) == (
+                200,
+                {"status": "ok", "checks": {"broker": "ok"}},
+            )
+            missing = await http.get("/nothing")
+            assert (missing.status_code, missing.text) == (404, "no such path: /nothing\n")
+            posted = await http.post("/health")
+            assert (posted.status_code, posted.headers["allow"]) == (405, "GET")
+    finally:
+        await endpoint.stop()
+    with pytest.raises(httpx.ConnectError):
+        async with httpx.AsyncClient() as http:
+            await http.get(url + "/health")
+
+
+async def test_health_says_the_event_loop_is_stuck_instead_of_hanging() -> None:
+    endpoint = ServiceEndpoint(
+        CollectorRegistry(), _all_ok, host="127.0.0.1", port=0, loop_timeout_s=0.2
+    )
+    await endpoint.start()
+    answers: list[tuple[int, bytes]] = []
+
+    def probe() -> None:
+        response = httpx.get(endpoint.url + "/health", timeout=10)
+        answers.append((response.status_code, response.content))
+
+    try:
+        prober = threading.Thread(target=probe)
+        prober.start()
+        prober.join(timeout=10)  # blocks the event loop until the probe has its answer
+        assert answers == [
+            (
+                503,
+                b'{"status": "unhealthy", "checks": '
+                b'{"event_loop": "did not run the checks within 0.2s (stuck?)"}}',
+            )
+        ]
+        await asyncio.sleep(0)  # the loop runs again: so do the checks
+        async with httpx.AsyncClient(base_url=endpoint.url) as http:
+            assert (await http.get("/health")).status_code == 200
+    finally:
+        await endpoint.stop()
+
+
+async def test_a_port_in_use_is_a_configuration_error() -> None:
+    first = ServiceEndpoint(CollectorRegistry(), _all_ok, host="127.0.0.1", port=0)
+    await first.start()
+    try:
+        second = ServiceEndpoint(CollectorRegistry(), _all_ok, host="127.0.0.1", port=first.port)
+        with pytest.raises(ConfigurationError, match="choose another port with BALLAST_HTTP_PORT"):
+            await second.start()
+    finally:
+        await first.stop()
+
+
+def test_serving_it_loads_neither_starlette_nor_an_http_protocol_of_uvicorn(
+    database_url: str,
+) -> None:
+    """Every service loads uvicorn's package (FastStream imports it when installed), but
+    not its HTTP protocol, nor Starlette: about 1.7 MB of an idle service."""
+    loaded = modules_a_service_loads(database_url)
+    assert "services.service_endpoint" in loaded
+    assert not {m for m in loaded if m.startswith(("starlette", "uvicorn.protocols", "h11"))}
