@@ -1,5 +1,5 @@
 """``python -m services.cli`` is the ``ballast`` command."""
 
-from services.cli.app import main
+from services.cli.main import main
 
 main()

@@ -24,13 +24,12 @@ from services.cli.common import (
     until_stopped,
 )
 from services.cli.dashboard import dashboard
+from services.cli.run import run_service
 from services.cli.status import status
-from services.errors import ConfigurationError
-from services.host import ServiceHost, started_host
+from services.host import ServiceHost
 from services.loader import load_services
 from services.nats_config import render_config, render_credentials, users_for
-from services.service_file import configured
-from services.stack import local_stack, nats_url_for_tools
+from services.stack import local_stack
 
 DEMO_APP = "services.examples.support:app"
 
@@ -87,41 +86,7 @@ def up(
     run(main())
 
 
-@app.command("run")
-def run_service(
-    target: Annotated[
-        str, typer.Argument(help="MODULE:OBJECT: one agent or tool (or an app) to serve.")
-    ],
-    service_file: Annotated[
-        Path | None,
-        typer.Option(
-            help="TOML limits of this one service (pool, retry, budget, allow-list); "
-            "default: BALLAST_SERVICE_FILE."
-        ),
-    ] = None,
-) -> None:
-    """Run one service as deployed, on BALLAST_NATS_URL (or the local 'ballast up')."""
-    settings = load_settings()
-    with reported():
-        name, specs = load_services(target)
-        limits = service_file or settings.service_file
-        if limits is not None:
-            if len(specs) != 1:
-                raise ConfigurationError(
-                    f"a service file configures one service, and {target} has {len(specs)}; "
-                    "run each agent or tool on its own (MODULE:OBJECT of one of them)"
-                )
-            specs = [configured(specs[0], limits)]
-
-    async def main() -> None:
-        stack = settings.model_copy(update={"nats_url": nats_url_for_tools(settings)})
-        host = await started_host(lambda: ServiceHost(stack, specs, name=name))
-        try:
-            await until_stopped()
-        finally:
-            await host.stop()
-
-    run(main())
+app.command("run")(run_service)
 
 
 def _read_input(value: str) -> dict[str, JsonValue]:
@@ -220,8 +185,3 @@ def schema_export(
         return
     for path in export_schemas():
         console.print(f"wrote {path}")
-
-
-def main() -> None:
-    """Entry point of the ``ballast`` console script."""
-    app()

@@ -151,6 +151,35 @@ class TestUpAndPublish:
             assert done.returncode == 2
             assert message in done.stderr
 
+    def test_run_loads_no_other_command_and_keeps_its_help(self, tmp_path: Path) -> None:
+        """Every replica runs ``ballast run``: it loads its own command only, and still
+        answers as the whole CLI's ``run`` does (``ballast --help`` lists it)."""
+        probe = (
+            "import json, sys\n"
+            "from services.cli.main import main\n"
+            "sys.argv = ['ballast', 'run', 'nosuchmodule:app']\n"
+            "try:\n"
+            "    main()\n"
+            "except SystemExit as exc:\n"
+            "    print(json.dumps([exc.code, sorted(sys.modules)]))\n"
+        )
+        env = cli_env(BALLAST_DATA_DIR=str(tmp_path))
+        done = subprocess.run(
+            [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
+            timeout=60, check=True,
+        )  # fmt: skip
+        code, loaded = json.loads(done.stdout.strip().splitlines()[-1])
+        assert code == 2
+        assert "cannot import" in done.stderr
+        assert "services.cli.run" in loaded
+        others = {"services.cli.app", "services.cli.dlq", "services.cli.observe"}
+        assert not others & set(loaded)
+        usage = ballast("run", "--help", env=env)
+        assert "Usage: ballast run [OPTIONS] {target}" in usage.stdout
+        assert "--service-file" in usage.stdout
+        listed = ballast("--help", env=env)
+        assert "Run one service as deployed" in listed.stdout
+
     def test_bad_service_files_are_usage_errors(self, tmp_path: Path) -> None:
         env = cli_env(BALLAST_DATA_DIR=str(tmp_path))
         limits = tmp_path / "limits.toml"
