@@ -2,8 +2,8 @@
 
 ``ballast run`` is what every replica of every agent and tool runs, for as long as
 it lives. Through the whole CLI it would also load every other command's module and
-Typer's model of all of them: about 2.6 MB more of each replica's memory (an idle
-tool service on SQLite: 84.5 MB against 81.9 MB), for commands a replica never runs.
+Typer's model of all of them: about 1.5 MB more of each replica's memory (an idle
+tool service on SQLite: 84.5 MB against 83.0 MB), for commands a replica never runs.
 So ``run`` is dispatched to its own module before the CLI is loaded; every other
 command, and ``ballast --help``, go through `services.cli.app`.
 """
