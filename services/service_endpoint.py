@@ -121,7 +121,7 @@ class ServiceEndpoint:
         path, method = environ.get("PATH_INFO", ""), environ["REQUEST_METHOD"]
         if path not in ("/metrics", "/health"):
             return _plain(start_response, "404 Not Found", f"no such path: {path}\n")
-        if method not in ("GET", "HEAD"):
+        if method != "GET":
             return _plain(
                 start_response, "405 Method Not Allowed", f"{path} answers GET\n", allow="GET"
             )
