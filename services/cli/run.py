@@ -62,4 +62,4 @@ def run_alone(args: list[str]) -> None:
     `run_service` too."""
     alone = typer.Typer(add_completion=False)
     alone.command()(run_service)
-    typer.main.get_command(alone).main(args=args, prog_name="ballast run")
+    alone(args=args, prog_name="ballast run")

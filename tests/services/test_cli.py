@@ -152,8 +152,9 @@ class TestUpAndPublish:
             assert message in done.stderr
 
     def test_run_loads_no_other_command_and_keeps_its_help(self, tmp_path: Path) -> None:
-        """Every replica runs ``ballast run``: it loads its own command only, and still
-        answers as the whole CLI's ``run`` does (``ballast --help`` lists it)."""
+        """Every replica runs ``ballast run``: it loads its own command only, and answers
+        help and usage errors exactly as the whole CLI's ``run`` (``ballast --help`` lists
+        it)."""
         probe = (
             "import json, sys\n"
             "from services.cli.main import main\n"
@@ -174,9 +175,21 @@ class TestUpAndPublish:
         assert "services.cli.run" in loaded
         others = {"services.cli.app", "services.cli.dlq", "services.cli.observe"}
         assert not others & set(loaded)
-        usage = ballast("run", "--help", env=env)
-        assert "Usage: ballast run [OPTIONS] {target}" in usage.stdout
-        assert "--service-file" in usage.stdout
+        through_the_cli = (
+            "import sys\nfrom services.cli.app import app\napp(sys.argv[1:], prog_name='ballast')\n"
+        )
+        for args in (["--help"], ["a", "b"], ["--service-files", "x", "a:b"]):
+            alone = ballast("run", *args, env=env)
+            whole = subprocess.run(
+                [sys.executable, "-c", through_the_cli, "run", *args], cwd=ROOT, env=env,
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert (alone.returncode, alone.stdout, alone.stderr) == (
+                whole.returncode,
+                whole.stdout,
+                whole.stderr,
+            )
+        assert "Usage: ballast run [OPTIONS] {target}" in alone.stderr
         listed = ballast("--help", env=env)
         assert "Run one service as deployed" in listed.stdout
 

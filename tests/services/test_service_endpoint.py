@@ -39,8 +39,11 @@ async def test_it_serves_the_registry_and_refuses_other_paths_and_methods() -> N
             )
             missing = await http.get("/nothing")
             assert (missing.status_code, missing.text) == (404, "no such path: /nothing\n")
-            for refused in (await http.post("/health"), await http.head("/metrics")):
-                assert (refused.status_code, refused.headers["allow"]) == (405, "GET")
+            posted = await http.post("/health")
+            assert (posted.status_code, posted.headers["allow"]) == (405, "GET, HEAD")
+            for path in ("/metrics", "/health"):
+                head = await http.head(path)
+                assert (head.status_code, head.content) == (200, b"")
     finally:
         await endpoint.stop()
     with pytest.raises(httpx.ConnectError):
@@ -75,6 +78,63 @@ async def test_health_says_the_event_loop_is_stuck_instead_of_hanging() -> None:
             assert (await http.get("/health")).status_code == 200
     finally:
         await endpoint.stop()
+
+
+async def test_a_request_that_stop_overtakes_answers_503_and_its_checks_are_cancelled() -> None:
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def never_done() -> dict[str, str]:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return {}
+
+    endpoint = ServiceEndpoint(
+        CollectorRegistry(), never_done, host="127.0.0.1", port=0, loop_timeout_s=30
+    )
+    await endpoint.start()
+    url = endpoint.url
+    probe = asyncio.create_task(asyncio.to_thread(httpx.get, url + "/health", timeout=30))
+    await asyncio.wait_for(started.wait(), 10)
+    await endpoint.stop()
+    answer = await asyncio.wait_for(probe, 10)
+    assert (answer.status_code, answer.json()["checks"]) == (503, {"service": "stopping"})
+    assert cancelled.is_set()
+
+
+async def test_checks_that_raise_are_a_failing_check_not_a_server_error() -> None:
+    async def broken() -> dict[str, str]:
+        raise KeyError("not a finding")
+
+    endpoint = ServiceEndpoint(CollectorRegistry(), broken, host="127.0.0.1", port=0)
+    await endpoint.start()
+    try:
+        async with httpx.AsyncClient(base_url=endpoint.url) as http:
+            answer = await http.get("/health")
+    finally:
+        await endpoint.stop()
+    assert (answer.status_code, answer.json()["checks"]) == (
+        503,
+        {"checks": "could not be run (KeyError; see the log)"},
+    )
+
+
+async def test_an_empty_host_serves_every_interface_and_ipv6_urls_have_brackets() -> None:
+    anywhere = ServiceEndpoint(CollectorRegistry(), _all_ok, host="", port=0)
+    ipv6 = ServiceEndpoint(CollectorRegistry(), _all_ok, host="::1", port=0)
+    await anywhere.start()
+    await ipv6.start()
+    try:
+        assert ipv6.url == f"http://[::1]:{ipv6.port}"
+        async with httpx.AsyncClient() as http:
+            for url in (f"http://127.0.0.1:{anywhere.port}", ipv6.url):
+                assert (await http.get(url + "/health")).status_code == 200
+    finally:
+        await anywhere.stop()
+        await ipv6.stop()
 
 
 async def test_a_port_in_use_is_a_configuration_error() -> None:
