@@ -93,8 +93,8 @@ class ServiceEndpoint:
 
     @property
     def url(self) -> str:
-        host = str(self._bound()[0])
-        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+        host, port = str(self._bound()[0]), self.port
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def _bound(self) -> tuple[Any, ...]:
         if self._server is None:
@@ -143,11 +143,10 @@ class ServiceEndpoint:
     def _app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path, method = environ.get("PATH_INFO", ""), environ["REQUEST_METHOD"]
         if path not in ("/metrics", "/health"):
-            return _plain(start_response, "404 Not Found", f"no such path: {path}\n")
+            return _respond(start_response, "404 Not Found", f"no such path: {path}\n".encode())
         if method not in ("GET", "HEAD"):
-            return _plain(
-                start_response, "405 Method Not Allowed", f"{path} answers GET\n", allow="GET, HEAD"
-            )
+            answer = f"{path} answers GET\n".encode()
+            return _respond(start_response, "405 Method Not Allowed", answer, allow="GET, HEAD")
         if path == "/metrics":
             # prometheus_client's app answers GET only; a HEAD drops its body below.
             body: Iterable[bytes] = self._metrics(
@@ -156,12 +155,9 @@ class ServiceEndpoint:
         else:
             checks = self._checks()
             ok = all(finding == "ok" for finding in checks.values())
-            text = json.dumps({"status": "ok" if ok else "unhealthy", "checks": checks}).encode()
-            start_response(
-                "200 OK" if ok else "503 Service Unavailable",
-                [("Content-Type", "application/json"), ("Content-Length", str(len(text)))],
-            )
-            body = [text]
+            report = json.dumps({"status": "ok" if ok else "unhealthy", "checks": checks})
+            status = "200 OK" if ok else "503 Service Unavailable"
+            body = _respond(start_response, status, report.encode(), "application/json")
         return [] if method == "HEAD" else body
 
     def _checks(self) -> dict[str, str]:
@@ -187,13 +183,16 @@ class ServiceEndpoint:
                 self._pending.discard(future)
 
 
-def _plain(
-    start_response: StartResponse, status: str, text: str, **headers: str
-) -> Iterable[bytes]:
-    body = text.encode()
+def _respond(
+    start_response: StartResponse,
+    status: str,
+    body: bytes,
+    content_type: str = "text/plain; charset=utf-8",
+    **headers: str,
+) -> list[bytes]:
     start_response(
         status,
-        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+        [("Content-Type", content_type), ("Content-Length", str(len(body)))]
         + [(name.title(), value) for name, value in headers.items()],
     )
     return [body]
