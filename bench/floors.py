@@ -62,12 +62,12 @@ LIBRARIES = (
     "structlog",
     "prometheus_client",
     "nacl.signing",
-    "uvicorn",
     "typer",
 )
 """What an idle ``ballast run`` process imports from outside Ballast on any database (its
 CLI, broker, database layer, settings, logs, metrics and signatures; its HTTP endpoint
-is the standard library's and prometheus_client's, and uvicorn is FastStream's import).
+is the standard library's and prometheus_client's). They are imported as ``ballast run``
+imports them, leaving out rich and uvicorn (`services.cli.left_out`).
 Tracing is off, as in the memory figures: OpenTelemetry's SDK and FastStream's
 telemetry middleware are loaded only when it is on (`services.trace_context`)."""
 DRIVERS = {
@@ -266,15 +266,18 @@ async def _timed(commit: Callable[[int], Awaitable[None]], commits: int) -> floa
 
 async def libraries_rss_mb(database: str) -> float:
     """RSS in MB of a fresh interpreter that has imported `LIBRARIES` and the driver of
-    ``database`` (a key of `DRIVERS`), and nothing else."""
+    ``database`` (a key of `DRIVERS`), as ``ballast run`` imports them, and nothing else."""
     probe = (
         "import importlib, sys\n"
-        "for name in sys.argv[1:]: importlib.import_module(name)\n"
+        "from services.cli.left_out import leaving_out\n"
+        "with leaving_out():\n"
+        "    for name in sys.argv[1:]: importlib.import_module(name)\n"
         "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS:')))"
     )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", probe, *LIBRARIES, *DRIVERS[database], stdout=asyncio.subprocess.PIPE
-    )
+        sys.executable, "-c", probe, *LIBRARIES, *DRIVERS[database],
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
     out, _ = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"importing the libraries failed (exit {proc.returncode})")

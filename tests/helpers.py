@@ -82,7 +82,8 @@ def modules_a_service_loads(database_url: str) -> set[str]:
     as a starting service does."""
     probe = (
         "import asyncio, json, sys, urllib.request\n"
-        "import services.cli.run\n"
+        "from services.cli.main import run_command\n"
+        "run_command()\n"
         "from prometheus_client import CollectorRegistry\n"
         "from outbox import Database\n"
         "from outbox.schema import check_schema, upgrade\n"

@@ -14,15 +14,8 @@ from contracts.principal import Principal
 from contracts.schema_export import SCHEMA_DIR, export_schemas, stale_schemas
 from contracts.tasks import TaskRequest, TaskStatus
 from services.cli import approvals, db, dlq, docs, keys, memory, observe
-from services.cli.common import (
-    client_for,
-    console,
-    fail,
-    load_settings,
-    reported,
-    run,
-    until_stopped,
-)
+from services.cli.common import client_for, fail, load_settings, reported, run, until_stopped
+from services.cli.console import console
 from services.cli.dashboard import dashboard
 from services.cli.run import run_service
 from services.cli.status import status

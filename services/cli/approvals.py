@@ -9,7 +9,8 @@ from rich.table import Table
 
 from contracts.approval import ApprovalStatus
 from services.approvals import Approvals
-from services.cli.common import client_for, console, fail, load_settings, run
+from services.cli.common import client_for, fail, load_settings, run
+from services.cli.console import console
 from services.keys import resolve_keys
 
 app = typer.Typer(help="Tool calls that need a human's approval: list, approve, deny, serve.")

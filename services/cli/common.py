@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 
 from contracts.errors import ContractError
 from outbox import Database
@@ -28,9 +27,6 @@ if TYPE_CHECKING:
     from services.client import BallastClient
 
 T = TypeVar("T")
-
-console = Console()
-err_console = Console(stderr=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
@@ -57,7 +53,9 @@ async def database() -> AsyncIterator[Database]:
 
 
 def fail(message: str, *, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}")
+    """Print ``message`` as an error and exit with ``code``. Plain text through Typer: rich
+    would read brackets in the message as its markup, and ``ballast run`` leaves it out."""
+    typer.echo(f"{typer.style('error:', fg='red', bold=True)} {message}", err=True)
     raise typer.Exit(code)
 
 

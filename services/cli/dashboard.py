@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from outbox import Database
-from services.cli.common import client_for, console, fail, load_settings, run, until_stopped
+from services.cli.common import client_for, fail, load_settings, run, until_stopped
+from services.cli.console import console
 
 
 def dashboard(

@@ -9,7 +9,8 @@ import typer
 
 from contracts.wire import utc_now
 from outbox.retention import RetentionPolicy, prune
-from services.cli.common import console, database, fail, run
+from services.cli.common import database, fail, run
+from services.cli.console import console
 from services.trace import parse_since
 
 app = typer.Typer(help="Ballast's tables: migrations and retention (BALLAST_DATABASE_URL).")

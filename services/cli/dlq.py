@@ -9,7 +9,8 @@ from nats.js import JetStreamContext
 from rich.progress import Progress
 from rich.table import Table
 
-from services.cli.common import client_for, console, fail, load_settings, run
+from services.cli.common import client_for, fail, load_settings, run
+from services.cli.console import console
 from services.dead_letters import (
     StoredDeadLetter,
     dead_letter,

@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from services.cli.common import JsonOption, console, database, fail, run
+from services.cli.common import JsonOption, database, fail, run
+from services.cli.console import console
 from services.retrieval import EPOCH, FullTextRetriever, index
 
 app = typer.Typer(help="Documents for retrieval (full-text, per tenant): index and search.")

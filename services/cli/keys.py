@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli.common import console
+from services.cli.console import console
 from services.identity import SigningKey
 
 app = typer.Typer(help="Signing keys (Ed25519 NATS nkeys) for principals and approvals.")

@@ -19,7 +19,8 @@ from outbox import UnitOfWork
 from outbox import memory as store
 from outbox.memory import Scope
 from outbox.tables import MemoryRecord
-from services.cli.common import JsonOption, console, database, fail, run
+from services.cli.common import JsonOption, database, fail, run
+from services.cli.console import console
 
 app = typer.Typer(help="Agents' memory across owners: list, show and invalidate entries.")
 

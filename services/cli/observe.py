@@ -17,7 +17,8 @@ from rich.tree import Tree
 
 from contracts.wire import utc_now
 from outbox.journal import load_journal
-from services.cli.common import JsonOption, console, database, fail, load_settings, reported, run
+from services.cli.common import JsonOption, database, fail, load_settings, reported, run
+from services.cli.console import console
 from services.llm import ChatModel
 from services.loader import load_services
 from services.replay import ReplayReport, replay_run

@@ -8,7 +8,8 @@ from rich.table import Table
 from contracts.subjects import Stream
 from contracts.wire import utc_now
 from outbox import Database, JetStreamPublisher, Relay
-from services.cli.common import client_for, console, load_settings, run
+from services.cli.common import client_for, load_settings, run
+from services.cli.console import console
 from services.dead_letters import dead_letter_counts
 
 
