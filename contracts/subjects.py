@@ -57,6 +57,8 @@ class Header:
     """ISO 8601 UTC instant after which the message must not be acted on."""
     STEP_KEY = "ballast-step-key"
     """On results: the key of the step (``<task_id>:<seq>``) the result answers."""
+    REDRIVE = "ballast-redrive"
+    """On a message published again from the dead-letter queue: the dead letter's sequence."""
 
 
 _NAME = re.compile(NAME_PATTERN)

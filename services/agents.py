@@ -47,9 +47,6 @@ from services.identity import KeyRing, verify_principal
 from services.results import result_headers
 from services.specs import AgentSpec, to_json_value
 
-REDRIVE_HEADER = "ballast-redrive"
-"""Set on a message published again from the dead-letter queue."""
-
 
 class AgentConsumer(Consumer[TaskRequest]):
     """The durable consumer of one agent."""
@@ -90,7 +87,7 @@ class AgentConsumer(Consumer[TaskRequest]):
             task,
             runtime=self.runtime,
             journal=journal,
-            resumed=bool(journal) or delivery.attempt > 1 or REDRIVE_HEADER in delivery.headers,
+            resumed=bool(journal) or delivery.attempt > 1 or Header.REDRIVE in delivery.headers,
             principal_token=delivery.headers.get(Header.PRINCIPAL),
         )
 

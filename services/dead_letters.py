@@ -19,7 +19,6 @@ from nats.js import JetStreamContext
 
 from contracts.dead_letter import DeadLetter
 from contracts.subjects import PREFIX, Header, Stream, dlq_subject
-from services.agents import REDRIVE_HEADER
 from services.errors import BrokerError
 from services.stream_reader import stored_messages
 
@@ -80,7 +79,7 @@ async def redrive(js: JetStreamContext, stored: StoredDeadLetter) -> None:
     headers = {
         **letter.headers,
         Header.MSG_ID: f"{original_id}:redrive:{stored.seq}",
-        REDRIVE_HEADER: str(stored.seq),
+        Header.REDRIVE: str(stored.seq),
     }
     await js.publish(letter.subject, letter.original_payload(), headers=headers)
     # Already gone after a concurrent redrive or purge: the goal is reached either way.

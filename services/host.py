@@ -37,8 +37,6 @@ from outbox.group_commit import GroupCommitConfig
 from outbox.retention import prune
 from outbox.schema import check_schema, upgrade
 from services import approvals, breakers, presence, rate_limits, registry
-from services.agent_context import AgentRuntime
-from services.agents import AgentConsumer
 from services.approvals import Approvals, sweep_expired
 from services.breakers import SharedBreakers
 from services.broker import NatsCredentials, make_broker
@@ -250,34 +248,41 @@ class ServiceHost:
             ),
         )
 
+    async def _agent_consumer(
+        self, js: JetStreamContext, spec: AgentSpec, shared: _Shared
+    ) -> Consumer[Any]:
+        # Imported here: a replica that serves only tools, as most do, never loads the
+        # agent runtime (about 0.5 MB of its memory).
+        from services.agent_context import AgentRuntime
+        from services.agents import AgentConsumer
+
+        waiter = ResultWaiter(self.broker.connection, js, spec.name)
+        await waiter.start()
+        self._waiters.append(waiter)
+        policy = AgentPolicy(tools=spec.tools, delegates=spec.delegates)
+        await while_electing(functools.partial(shared.registry.declare, spec.name, policy))
+        runtime = AgentRuntime(
+            db=self.db,
+            waiter=waiter,
+            breakers=shared.breakers,
+            prices=self.settings.prices,
+            approvals=shared.approvals,
+            limiter=shared.limiter,
+            approval_ttl=timedelta(seconds=self.settings.approval_ttl_s),
+            redact=shared.consumers.redact,
+            metrics=self.metrics,
+        )
+        return AgentConsumer(
+            spec, settings=shared.consumers, runtime=runtime, principals=shared.keys.principals
+        )
+
     async def _declare(
         self, js: JetStreamContext, spec: ServiceSpec, shared: _Shared
     ) -> Consumer[Any]:
         ack_wait = self.settings.ack_wait_s
         consumer: Consumer[Any]
         if isinstance(spec, AgentSpec):
-            waiter = ResultWaiter(self.broker.connection, js, spec.name)
-            await waiter.start()
-            self._waiters.append(waiter)
-            policy = AgentPolicy(tools=spec.tools, delegates=spec.delegates)
-            await while_electing(functools.partial(shared.registry.declare, spec.name, policy))
-            runtime = AgentRuntime(
-                db=self.db,
-                waiter=waiter,
-                breakers=shared.breakers,
-                prices=self.settings.prices,
-                approvals=shared.approvals,
-                limiter=shared.limiter,
-                approval_ttl=timedelta(seconds=self.settings.approval_ttl_s),
-                redact=shared.consumers.redact,
-                metrics=self.metrics,
-            )
-            consumer = AgentConsumer(
-                spec,
-                settings=shared.consumers,
-                runtime=runtime,
-                principals=shared.keys.principals,
-            )
+            consumer = await self._agent_consumer(js, spec, shared)
             stream = Stream.TASKS
         else:
             consumer = ToolConsumer(

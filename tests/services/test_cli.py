@@ -152,9 +152,9 @@ class TestUpAndPublish:
             assert message in done.stderr
 
     def test_run_loads_no_other_command_and_keeps_its_help(self, tmp_path: Path) -> None:
-        """Every replica runs ``ballast run``: it loads its own command only, and answers
-        help and usage errors exactly as the whole CLI's ``run`` (``ballast --help`` lists
-        it)."""
+        """Every replica runs ``ballast run``: it loads its own command only (and the
+        agent runtime only to serve an agent), and answers help and usage errors exactly
+        as the whole CLI's ``run`` (``ballast --help`` lists it)."""
         probe = (
             "import json, sys\n"
             "from services.cli.main import main\n"
@@ -174,6 +174,7 @@ class TestUpAndPublish:
         assert "cannot import" in done.stderr
         assert "services.cli.run" in loaded
         others = {"services.cli.app", "services.cli.dlq", "services.cli.observe"}
+        others |= {"services.agent_context", "services.agents"}
         assert not others & set(loaded)
         through_the_cli = (
             "import sys\nfrom services.cli.app import app\napp(sys.argv[1:], prog_name='ballast')\n"
