@@ -251,8 +251,8 @@ class ServiceHost:
     async def _agent_consumer(
         self, js: JetStreamContext, spec: AgentSpec, shared: _Shared
     ) -> Consumer[Any]:
-        # Imported here: a replica that serves only tools, as most do, never loads the
-        # agent runtime (about 0.5 MB of its memory).
+        # Imported here, not for tools: a replica that serves only tools, as most do, then
+        # loads the agent runtime only if the served module imports it (about 0.5 MB).
         from services.agent_context import AgentRuntime
         from services.agents import AgentConsumer
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -55,7 +56,8 @@ async def database() -> AsyncIterator[Database]:
 def fail(message: str, *, code: int = 1) -> NoReturn:
     """Print ``message`` as an error and exit with ``code``. Plain text through Typer: rich
     would read brackets in the message as its markup, and ``ballast run`` leaves it out."""
-    typer.echo(f"{typer.style('error:', fg='red', bold=True)} {message}", err=True)
+    color = False if os.environ.get("NO_COLOR") else None  # None: colour on a terminal only
+    typer.echo(f"{typer.style('error:', fg='red', bold=True)} {message}", err=True, color=color)
     raise typer.Exit(code)
 
 

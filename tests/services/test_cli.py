@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import nats.js.errors
+import pytest
+import typer
 from nats.js import JetStreamContext
 from pydantic import BaseModel
 
@@ -20,6 +22,7 @@ from bulkheads import RetryPolicy
 from contracts import ToolResult, ToolStatus
 from contracts.subjects import Stream, result_subject, tool_service
 from services.app import Ballast
+from services.cli.common import fail
 from services.client import BallastClient
 from services.dead_letters import dead_letter_counts
 from services.embedded import EmbeddedNats
@@ -387,3 +390,11 @@ class TestObservabilityCommands:
         assert "matches its journal" in replayed.stdout
         assert "3/3 steps matched" in replayed.stdout
         assert "ended completed" in replayed.stdout
+
+
+def test_an_error_is_printed_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    """Brackets in a message are text (rich read them as its markup and dropped them)."""
+    with pytest.raises(typer.Exit) as exited:
+        fail("pool [size] must be 1-64 (input_value=[0])", code=2)
+    assert exited.value.exit_code == 2
+    assert capsys.readouterr().err == "error: pool [size] must be 1-64 (input_value=[0])\n"

@@ -1,11 +1,14 @@
-"""``ballast run`` loads Ballast without rich and uvicorn (`services.cli.left_out`): the
-block makes a name unimportable only while it lasts, and a replica that logs to a
-terminal still prints an error's traceback."""
+"""What a replica leaves unloaded: ``ballast run`` loads Ballast without rich and uvicorn
+(`services.cli.left_out`), the block making a name unimportable only while it lasts,
+and a replica that logs to a terminal still prints an error's traceback; a host that
+serves only tools does not load the agent runtime."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from services.cli.left_out import leaving_out
+from services.embedded import EmbeddedNats
+from tests.helpers import TRUST_TEST_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,4 +60,35 @@ def test_a_replica_loads_no_rich_and_its_console_log_shows_the_traceback() -> No
     assert not {m for m in loaded if m.split(".")[0] in {"rich", "pygments"}}
     assert "handler failed" in done.stderr
     assert "Traceback (most recent call last)" in done.stderr
+    assert 'File "<string>", line 8, in <module>' in done.stderr, "Python's own format"
     assert "ZeroDivisionError: division by zero" in done.stderr
+
+
+async def test_a_host_of_tools_does_not_load_the_agent_runtime(
+    nats_server: EmbeddedNats, database_url: str, tmp_path: Path
+) -> None:
+    probe = (
+        "import asyncio, json, sys\n"
+        "from bench.noop_app import app\n"
+        "from services.host import ServiceHost\n"
+        "from services.settings import Settings\n"
+        "async def main():\n"
+        "    async with ServiceHost(Settings(), app.specs, name='noop') as host:\n"
+        "        assert host.consumers\n"
+        "asyncio.run(main())\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BALLAST_")} | {
+        "BALLAST_NATS_URL": nats_server.url,
+        "BALLAST_DATABASE_URL": database_url,
+        "BALLAST_DATA_DIR": str(tmp_path),
+        **TRUST_TEST_KEY,
+    }
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert "services.tools" in loaded
+    assert not {"services.agent_context", "services.agents"} & loaded
