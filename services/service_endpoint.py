@@ -28,12 +28,12 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Coroutine, Iterable
-from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import structlog
 from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from services.errors import ConfigurationError
 
@@ -48,11 +48,6 @@ HealthCheck = Callable[[], Coroutine[Any, Any, dict[str, str]]]
 LOOP_TIMEOUT_S = 5.0
 """How long /health waits for the event loop to run the checks (which bound their
 own waits below this) before it reports the loop as stuck."""
-
-
-class _Server(ThreadingMixIn, WSGIServer):
-    # A scrape in progress does not hold up the process's exit.
-    daemon_threads = True
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -80,7 +75,7 @@ class ServiceEndpoint:
         self.host = host
         self._port = port
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: _Server | None = None
+        self._server: ThreadingWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._pending: set[concurrent.futures.Future[dict[str, str]]] = set()
         self._lock = threading.Lock()
@@ -93,8 +88,8 @@ class ServiceEndpoint:
 
     @property
     def url(self) -> str:
-        host, port = str(self._bound()[0]), self.port
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        host, port = self._bound()[:2]
+        return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
 
     def _bound(self) -> tuple[Any, ...]:
         if self._server is None:
@@ -111,12 +106,15 @@ class ServiceEndpoint:
         )
         self._thread.start()
 
-    def _bind(self) -> _Server:
+    def _bind(self) -> ThreadingWSGIServer:
         try:
             family, *_, address = socket.getaddrinfo(
                 self.host or None, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
             )[0]
-            server_class = type("_Server", (_Server,), {"address_family": family})
+            # prometheus_client's own threaded server (its request threads are daemons, so
+            # a scrape in progress does not hold up the process's exit), in the address's
+            # family.
+            server_class = type("_Server", (ThreadingWSGIServer,), {"address_family": family})
             return make_server(
                 str(address[0]), self._port, self._app, server_class, handler_class=_QuietHandler
             )

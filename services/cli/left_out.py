@@ -35,5 +35,5 @@ def leaving_out(names: tuple[str, ...] = LEFT_OUT) -> Iterator[None]:
         yield
     finally:
         for name in blocked:
-            if sys.modules.get(name, sys) is None:
+            if name in sys.modules and sys.modules[name] is None:
                 del sys.modules[name]
